@@ -1,0 +1,48 @@
+"""Chain stages in one run folder, each starting from the previous policy, then evaluate them all.
+
+    python recipes/pipeline.py                      # SFT -> DPO -> evaluation on the embedded SmolLM2
+    python recipes/pipeline.py model=tiny dpo.trainer.beta=0.2
+    python recipes/pipeline.py data=hh_rlhf data.path=../shared/data/hh-rlhf/harmless-base-test.shared.jsonl.gz
+
+Rerunning the same command skips complete stages and resumes an interrupted one; +force=true redoes them all.
+"""
+
+import dpo
+import eval as evaluation
+import hydra
+import reward
+import sft
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from trl_ext.training import to_dict
+
+STAGES = {"sft": sft.run, "reward": reward.run, "dpo": dpo.run}
+POLICY_STAGES = {"sft", "dpo"}  # their output is the next stage's starting model
+
+
+def stage_config(cfg: DictConfig, stage: str, model: dict) -> DictConfig:
+    """What one stage sees: the shared model/data/peft/seed and its own `<stage>.trainer` node."""
+    shared = {key: to_dict(cfg[key]) for key in ("data", "peft")}
+    return OmegaConf.create(
+        {"model": model, **shared, "trainer": to_dict(cfg[stage].trainer), "seed": cfg.seed,
+         "force": cfg.get("force", False)}
+    )
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")
+def main(cfg: DictConfig) -> None:
+    run_dir = HydraConfig.get().runtime.output_dir
+    model, outputs = to_dict(cfg.model), {}
+    for stage in cfg.pipeline.stages:
+        if stage not in STAGES:
+            raise ValueError(f"pipeline.stages: unknown stage {stage!r}; known: {sorted(STAGES)}")
+        outputs[stage] = str(STAGES[stage](stage_config(cfg, stage, model), run_dir))
+        if stage in POLICY_STAGES:
+            model = {**model, "source": "pretrained", "path": outputs[stage]}
+    title = f"Pipeline {cfg.pipeline.name}: {' -> '.join(cfg.pipeline.stages)} on {cfg.model.name}, data {cfg.data.name}"
+    evaluation.run(cfg, run_dir, outputs, title=title)
+
+
+if __name__ == "__main__":
+    main()

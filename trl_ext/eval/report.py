@@ -1,0 +1,101 @@
+"""A run's `report.md`: the metrics table, training curves as PNG, example generations; metrics also as JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+# (log_history key, label) pairs plotted when a stage logged them; TRL's names.
+LOSS_KEYS = (("loss", "train loss"), ("eval_loss", "eval loss"))
+ACCURACY_KEYS = (
+    ("rewards/accuracies", "train reward accuracy"),
+    ("eval_rewards/accuracies", "eval reward accuracy"),
+    ("accuracy", "train accuracy"),
+    ("eval_accuracy", "eval accuracy"),
+)
+COLUMNS = (
+    ("implicit_accuracy", "pref. acc. (implicit reward)"),
+    ("accuracy", "pref. acc. (reward score)"),
+    ("implicit_margin", "implicit margin"),
+    ("margin", "score margin"),
+    ("logp_accuracy", "logp acc."),
+    ("logratio_chosen", "log-ratio chosen"),
+    ("logratio_rejected", "log-ratio rejected"),
+    ("kl_proxy", "KL proxy"),
+    ("gen_length", "gen. length"),
+)
+
+
+def _series(history: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    points = [(h["step"], h[key]) for h in history if key in h and "step" in h]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_training(histories: dict[str, list[dict[str, Any]]], path: Path) -> Path | None:
+    """Loss and reward accuracy over steps, one column per stage; None when nothing was logged."""
+    stages = {name: h for name, h in histories.items() if any("loss" in e for e in h)}
+    if not stages:
+        return None
+    fig, axes = plt.subplots(2, len(stages), figsize=(5 * len(stages), 7), squeeze=False)
+    for col, (name, history) in enumerate(stages.items()):
+        for row, keys in enumerate((LOSS_KEYS, ACCURACY_KEYS)):
+            ax = axes[row][col]
+            for key, label in keys:
+                x, y = _series(history, key)
+                if x:
+                    ax.plot(x, y, marker="o" if len(x) < 10 else None, label=label)
+            ax.set_title(f"{name}: {'loss' if row == 0 else 'accuracy'}")
+            ax.set_xlabel("step")
+            if ax.lines:
+                ax.legend()
+            else:
+                ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else ("" if value is None else str(value))
+
+
+def write_report(
+    run_dir: str | Path,
+    evaluation: dict[str, Any],
+    histories: dict[str, list[dict[str, Any]]],
+    title: str = "trl_ext run",
+    notes: list[str] | None = None,
+) -> Path:
+    """Write report.md, metrics.json and training_curves.png into `run_dir`; return the report's path."""
+    run_dir = Path(run_dir)
+    (run_dir / "metrics.json").write_text(json.dumps(evaluation, indent=2))
+    models = evaluation["models"]
+    columns = [(k, label) for k, label in COLUMNS if any(k in m for m in models.values())]
+    lines = [f"# {title}", "", *(notes or []), ""]
+    lines += [f"Held-out evaluation on {evaluation['n_pairs']} pairs (beta = {evaluation['beta']}).", ""]
+    lines += ["| model | " + " | ".join(label for _, label in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(_fmt(m.get(k)) for k, _ in columns) + " |" for name, m in models.items()]
+    lines += [
+        "",
+        "Implicit reward: beta * log(pi/pi_ref) against the base model; logp acc.: the chosen response is more likely "
+        "than the rejected one (no reference); KL proxy: mean log(pi/pi_ref) of the model's own greedy answers; "
+        "gen. length: mean tokens of those answers.",
+    ]
+    plot = plot_training(histories, run_dir / "training_curves.png")
+    if plot:
+        lines += ["", "## Training curves", "", f"![training curves]({plot.name})"]
+    examples = evaluation["examples"]
+    lines += ["", "## Example generations (greedy)"]
+    for i, prompt in enumerate(examples["prompt"]):
+        lines += ["", f"**Prompt {i + 1}:** {prompt}", ""]
+        lines += [f"- *{name}*: {texts[i]!r}" for name, texts in examples.items() if name != "prompt" and i < len(texts)]
+    report = run_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report

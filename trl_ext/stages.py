@@ -1,0 +1,118 @@
+"""A pipeline stage's output folder: skipped when complete, resumable when interrupted, published atomically.
+
+Layout inside a run folder, for a stage named `dpo`:
+    dpo/           the finished output (HF model + tokenizer, config.yaml, metrics, stage.json): exists only when done
+    dpo.work/      trainer checkpoints, kept so a rerun resumes where it stopped
+    .dpo.partial/  the output while it is being written; renamed to dpo/ as the very last step
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from accelerate import PartialState
+from omegaconf import DictConfig, OmegaConf
+from transformers.trainer_utils import get_last_checkpoint
+
+logger = logging.getLogger(__name__)
+MANIFEST = "stage.json"
+
+
+class StageConfigMismatch(RuntimeError):
+    """A complete output exists but was produced by a different configuration."""
+
+
+def config_hash(cfg: DictConfig | dict) -> str:
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    return {k: v for key, value in d.items() for k, v in _flat(value, f"{prefix}{key}.").items()} or {prefix: d}
+
+
+def config_diff(old: dict, new: dict, limit: int = 8) -> str:
+    a, b = _flat(old), _flat(new)
+    changed = [f"{k.rstrip('.')}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return "; ".join(changed[:limit]) + (f"; ... ({len(changed) - limit} more)" if len(changed) > limit else "")
+
+
+class Stage:
+    """One stage of a run: decides skip / resume / fresh, and publishes its output folder atomically.
+
+    `cfg` is the stage's identity: a complete output made from another config is an error, not silently reused.
+    """
+
+    def __init__(self, run_dir: str | Path, name: str, cfg: DictConfig, force: bool = False):
+        self.name = name
+        self.run_dir = Path(run_dir)
+        self.output = self.run_dir / name
+        self.work = self.run_dir / f"{name}.work"
+        self.partial = self.run_dir / f".{name}.partial"
+        self.cfg = OmegaConf.to_container(cfg, resolve=True)
+        self.force = force
+        self.state = PartialState()
+
+    @property
+    def is_complete(self) -> bool:
+        """True if a finished output with the same config exists (raise if its config differs, unless forced)."""
+        manifest = self.output / MANIFEST
+        if not manifest.exists() or self.force:
+            return False
+        done = json.loads(manifest.read_text())
+        if done["config_hash"] != config_hash(self.cfg):
+            raise StageConfigMismatch(
+                f"{self.output} is complete but was made with another config ({config_diff(done['config'], self.cfg)})."
+                " Rerun with +force=true to replace it, or choose another hydra.run.dir."
+            )
+        logger.info("Stage %s already complete in %s: skipped (+force=true reruns it)", self.name, self.output)
+        return True
+
+    def prepare(self) -> None:
+        """Clear what a forced rerun must not reuse; keep checkpoints so an interrupted run resumes."""
+        if self.state.is_main_process and self.force:
+            shutil.rmtree(self.work, ignore_errors=True)
+        self.state.wait_for_everyone()
+
+    def last_checkpoint(self) -> str | None:
+        """The newest `checkpoint-N` in the work folder, to pass to `trainer.train(resume_from_checkpoint=...)`."""
+        return get_last_checkpoint(str(self.work)) if self.work.is_dir() else None
+
+    @contextmanager
+    def publish(self, metrics: dict[str, Any] | None = None) -> Iterator[Path]:
+        """Yield the partial folder (same path on every rank, so collective saves work); rename it when done."""
+        if self.state.is_main_process:
+            shutil.rmtree(self.partial, ignore_errors=True)
+            self.partial.mkdir(parents=True)
+        self.state.wait_for_everyone()
+        try:
+            yield self.partial
+        except BaseException:
+            if self.state.is_main_process:
+                shutil.rmtree(self.partial, ignore_errors=True)
+            raise
+        self.state.wait_for_everyone()
+        if self.state.is_main_process:
+            OmegaConf.save(OmegaConf.create(self.cfg), self.partial / "config.yaml")
+            manifest = {
+                "stage": self.name,
+                "config_hash": config_hash(self.cfg),
+                "config": self.cfg,
+                "completed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "metrics": metrics or {},
+            }
+            (self.partial / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+            if self.output.exists():  # forced rerun: replace the old output only now that the new one is complete
+                shutil.rmtree(self.output)
+            self.partial.rename(self.output)
+        self.state.wait_for_everyone()

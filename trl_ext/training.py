@@ -1,0 +1,108 @@
+"""Glue between a config node and TRL: build a TRL config or peft config from YAML, train, save an HF folder.
+
+What the recipes share lives here, so each recipe reads top to bottom in one screen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from transformers import Trainer
+
+from trl_ext.stages import Stage
+from trl_ext.utils.device import fill_precision
+
+logger = logging.getLogger(__name__)
+ConfigT = TypeVar("ConfigT")
+
+
+def to_dict(node: DictConfig | dict | None) -> dict[str, Any]:
+    if node is None:
+        return {}
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+
+
+def trainer_config(config_cls: type[ConfigT], node: DictConfig | dict, output_dir: str | Path, **fixed) -> ConfigT:
+    """A TRL config (DPOConfig, RewardConfig, SFTConfig, ...) from the YAML `trainer` node, passed through whole.
+
+    Every TRL field is therefore overridable from the command line; unknown keys raise TRL's own error. Device and
+    precision left unset (null) are chosen for the machine (see `fill_precision`).
+    """
+    kwargs = fill_precision({**to_dict(node), **fixed})
+    try:
+        return config_cls(output_dir=str(output_dir), **kwargs)
+    except TypeError as err:  # a misspelled field: name it, and where the valid names are documented
+        raise TypeError(f"trainer: {err}. Valid fields are those of trl.{config_cls.__name__}.") from err
+
+
+def peft_config(node: DictConfig | dict | None, task_type: str = "CAUSAL_LM"):
+    """A peft `LoraConfig` from the `peft` node (`peft=none` gives None: full fine-tuning)."""
+    kwargs = to_dict(node)
+    if not kwargs:
+        return None
+    from peft import LoraConfig
+
+    if task_type == "SEQ_CLS":  # the fresh score head must train too
+        kwargs.setdefault("modules_to_save", ["score"])
+    return LoraConfig(task_type=task_type, **kwargs)
+
+
+def save_model(trainer: Trainer, out_dir: Path) -> None:
+    """Save the trained model as a plain HF folder (LoRA merged into the weights) plus its tokenizer.
+
+    Every rank must call this (collective under DeepSpeed); only the main process writes.
+    """
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):  # a peft model: hand the next stage a full model it can load directly
+        if trainer.accelerator.is_main_process:
+            model.merge_and_unload().save_pretrained(out_dir)
+    else:
+        trainer.save_model(str(out_dir))
+    if trainer.accelerator.is_main_process:
+        trainer.processing_class.save_pretrained(out_dir)
+
+
+def run_stage(cfg: DictConfig, run_dir: str | Path, name: str, build_trainer: Callable[..., Trainer]) -> Path:
+    """The life of a training stage: skip if complete, else load model path, tokenizer and data, build the trainer
+    with `build_trainer(cfg, path, tokenizer, data, work_dir)`, train (resuming), publish; return the output folder.
+    """
+    from trl_ext.data import load_preferences
+    from trl_ext.models import load_tokenizer, model_path
+
+    stage = Stage(run_dir, name, cfg, force=cfg.get("force", False))
+    if stage.is_complete:
+        return stage.output
+    stage.prepare()
+    path = model_path(cfg.model)
+    tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code)
+    data, report = load_preferences(**node_kwargs(cfg.data))
+    trainer = build_trainer(cfg, path, tokenizer, data, stage.work)
+    train_stage(stage, trainer, {"data_report.json": report.to_dict()})
+    return stage.output
+
+
+def train_stage(stage: Stage, trainer: Trainer, extra_files: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train (resuming from the stage's last checkpoint), evaluate, and publish the stage's output folder."""
+    checkpoint = stage.last_checkpoint()
+    if checkpoint:
+        logger.info("Resuming stage %s from %s", stage.name, checkpoint)
+    train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
+    eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
+    metrics = {**train_metrics, **eval_metrics}
+    with stage.publish(metrics) as out:
+        save_model(trainer, out)
+        if trainer.accelerator.is_main_process:
+            files = {"log_history.json": trainer.state.log_history, "metrics.json": metrics, **(extra_files or {})}
+            for name, content in files.items():
+                (out / name).write_text(json.dumps(content, indent=2, default=str))
+    return metrics
+
+
+def node_kwargs(node: DictConfig | dict, drop: tuple[str, ...] = ("name",)) -> dict[str, Any]:
+    """A config node as keyword arguments, without its labels (`name` is for folder names only)."""
+    return {k: v for k, v in to_dict(node).items() if k not in drop}
