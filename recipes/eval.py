@@ -1,6 +1,6 @@
 """Evaluate saved models (policies or reward models) on the eval split of preference data; write report.md.
 
-    python recipes/eval.py +models.dpo=outputs/pipeline/smollm2_demo/dpo [data=...] [model=...: the reference]
+python recipes/eval.py +models.dpo=outputs/pipeline/smollm2_demo/dpo [data=...] [model=...: the reference]
 """
 
 import json
@@ -29,8 +29,10 @@ def run(cfg: DictConfig, run_dir: str | Path, models: dict[str, str], title: str
             for name, path in models.items()
             if (Path(path) / "log_history.json").exists()
         }
-        notes = [f"Data: {data_report.source}: {data_report.kept} of {data_report.rows} rows usable "
-                 f"({len(data['train'])} train / {len(data['eval'])} eval); reference: {model_path(cfg.model)}."]
+        notes = [
+            f"Data: {data_report.source}: {data_report.kept} of {data_report.rows} rows usable "
+            f"({len(data['train'])} train / {len(data['eval'])} eval); reference: {model_path(cfg.model)}."
+        ]
         write_report(run_dir, evaluation, histories, title=title, notes=notes)
         print((Path(run_dir) / "report.md").read_text())
     state.wait_for_everyone()

@@ -25,8 +25,13 @@ def stage_config(cfg: DictConfig, stage: str, model: dict) -> DictConfig:
     """What one stage sees: the shared model/data/peft/seed and its own `<stage>.trainer` node."""
     shared = {key: to_dict(cfg[key]) for key in ("data", "peft")}
     return OmegaConf.create(
-        {"model": model, **shared, "trainer": to_dict(cfg[stage].trainer), "seed": cfg.seed,
-         "force": cfg.get("force", False)}
+        {
+            "model": model,
+            **shared,
+            "trainer": to_dict(cfg[stage].trainer),
+            "seed": cfg.seed,
+            "force": cfg.get("force", False),
+        }
     )
 
 
@@ -40,7 +45,9 @@ def main(cfg: DictConfig) -> None:
         outputs[stage] = str(STAGES[stage](stage_config(cfg, stage, model), run_dir))
         if stage in POLICY_STAGES:
             model = {**model, "source": "pretrained", "path": outputs[stage]}
-    title = f"Pipeline {cfg.pipeline.name}: {' -> '.join(cfg.pipeline.stages)} on {cfg.model.name}, data {cfg.data.name}"
+    title = (
+        f"Pipeline {cfg.pipeline.name}: {' -> '.join(cfg.pipeline.stages)} on {cfg.model.name}, data {cfg.data.name}"
+    )
     evaluation.run(cfg, run_dir, outputs, title=title)
 
 

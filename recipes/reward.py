@@ -1,6 +1,6 @@
 """A Bradley-Terry reward model from preference pairs (TRL RewardTrainer; a one-label sequence classifier).
 
-    python recipes/reward.py [model=tiny] [peft=none] [trainer.num_train_epochs=1]
+python recipes/reward.py [model=tiny] [peft=none] [trainer.num_train_epochs=1]
 """
 
 from pathlib import Path

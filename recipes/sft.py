@@ -1,6 +1,6 @@
 """Supervised fine-tuning on the chosen responses of preference pairs (TRL SFTTrainer).
 
-    python recipes/sft.py [model=tiny] [data=hh_rlhf data.path=...] [peft=none] [trainer.max_steps=10]
+python recipes/sft.py [model=tiny] [data=hh_rlhf data.path=...] [peft=none] [trainer.max_steps=10]
 """
 
 from pathlib import Path

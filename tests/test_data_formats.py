@@ -94,10 +94,22 @@ def test_conversational_implicit_prompt_is_extracted():
         ({"prompt": "  ", "chosen": "good", "rejected": "bad"}, "empty_prompt"),
         ({"prompt": "q", "chosen": 3, "rejected": "bad"}, "not_string"),
         ({"prompt": "q", "chosen": "same", "rejected": "same "}, "identical"),
-        ({"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "bot", "content": "a"}],
-          "rejected": [{"role": "assistant", "content": "b"}]}, "bad_messages"),
-        ({"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": None}],
-          "rejected": [{"role": "assistant", "content": "b"}]}, "not_string"),
+        (
+            {
+                "prompt": [{"role": "user", "content": "q"}],
+                "chosen": [{"role": "bot", "content": "a"}],
+                "rejected": [{"role": "assistant", "content": "b"}],
+            },
+            "bad_messages",
+        ),
+        (
+            {
+                "prompt": [{"role": "user", "content": "q"}],
+                "chosen": [{"role": "assistant", "content": None}],
+                "rejected": [{"role": "assistant", "content": "b"}],
+            },
+            "not_string",
+        ),
         (["not", "a", "dict"], "not_object"),
     ],
 )

@@ -58,8 +58,12 @@ def test_bad_rows_are_all_reported_with_file_and_line(tmp_path):
     with pytest.raises(DataError) as err:
         load_preferences(path)
     message = str(err.value)
-    for line, text in [(2, "missing field"), (3, "chosen response is empty"), (4, "not valid JSON"),
-                       (5, 'does not end with an "Assistant:" turn')]:
+    for line, text in [
+        (2, "missing field"),
+        (3, "chosen response is empty"),
+        (4, "not valid JSON"),
+        (5, 'does not end with an "Assistant:" turn'),
+    ]:
         assert f"bad.jsonl:line {line}: " in message and text in message
     assert "data.on_invalid=skip" in message
 

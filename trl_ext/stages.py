@@ -43,7 +43,9 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def config_diff(old: dict, new: dict, limit: int = 8) -> str:
     a, b = _flat(old), _flat(new)
-    changed = [f"{k.rstrip('.')}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    changed = [
+        f"{k.rstrip('.')}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+    ]
     return "; ".join(changed[:limit]) + (f"; ... ({len(changed) - limit} more)" if len(changed) > limit else "")
 
 
@@ -59,7 +61,8 @@ class Stage:
         self.output = self.run_dir / name
         self.work = self.run_dir / f"{name}.work"
         self.partial = self.run_dir / f".{name}.partial"
-        self.cfg = OmegaConf.to_container(cfg, resolve=True)
+        # `force` says what to do, not what to make: it is not part of the stage's identity
+        self.cfg = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "force"}
         self.force = force
         self.state = PartialState()
 

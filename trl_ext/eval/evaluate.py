@@ -63,7 +63,9 @@ def evaluate_models(
             model = load_reward_model(path, tok)
             results[name] = {
                 "kind": "reward",
-                **preference_metrics(reward_scores(model, tok, prompts, chosen, **kw), reward_scores(model, tok, prompts, rejected, **kw)),
+                **preference_metrics(
+                    reward_scores(model, tok, prompts, chosen, **kw), reward_scores(model, tok, prompts, rejected, **kw)
+                ),
             }
             continue
         model = load_policy(path, tok)

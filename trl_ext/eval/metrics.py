@@ -103,7 +103,9 @@ def generate(
     answers = []
     for batch in _batches(list(prompts), batch_size, "generating"):
         texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in batch]
-        ids, mask = _pad([tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts], tokenizer.pad_token_id, "left")
+        ids, mask = _pad(
+            [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts], tokenizer.pad_token_id, "left"
+        )
         output = model.generate(
             input_ids=ids.to(model.device),
             attention_mask=mask.to(model.device),

@@ -18,6 +18,8 @@ ACCURACY_KEYS = (
     ("eval_rewards/accuracies", "eval reward accuracy"),
     ("accuracy", "train accuracy"),
     ("eval_accuracy", "eval accuracy"),
+    ("mean_token_accuracy", "train token accuracy"),
+    ("eval_mean_token_accuracy", "eval token accuracy"),
 )
 COLUMNS = (
     ("implicit_accuracy", "pref. acc. (implicit reward)"),
@@ -95,7 +97,9 @@ def write_report(
     lines += ["", "## Example generations (greedy)"]
     for i, prompt in enumerate(examples["prompt"]):
         lines += ["", f"**Prompt {i + 1}:** {prompt}", ""]
-        lines += [f"- *{name}*: {texts[i]!r}" for name, texts in examples.items() if name != "prompt" and i < len(texts)]
+        lines += [
+            f"- *{name}*: {texts[i]!r}" for name, texts in examples.items() if name != "prompt" and i < len(texts)
+        ]
     report = run_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report

@@ -1,0 +1,60 @@
+"""Evaluation metrics against hand computations; the report's files."""
+
+import json
+
+import pytest
+import torch
+
+from trl_ext.eval import completion_logps, evaluate_models, is_reward_model, preference_metrics, write_report
+from trl_ext.models import load_reward_model
+
+PROMPT = [{"role": "user", "content": "How do I boil an egg?"}]
+ANSWER = [{"role": "assistant", "content": "Simmer it for nine minutes."}]
+
+
+def test_completion_logps_matches_a_direct_computation(tiny_model, tiny_tokenizer):
+    tok = tiny_tokenizer
+    prompt_text = tok.apply_chat_template(PROMPT, tokenize=False, add_generation_prompt=True)
+    full_text = tok.apply_chat_template(PROMPT + ANSWER, tokenize=False)
+    prompt_ids = tok(prompt_text, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([tok(full_text, add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        logps = torch.log_softmax(tiny_model(ids).logits[0, :-1].double(), -1)
+    expected = sum(logps[t - 1, ids[0, t]].item() for t in range(len(prompt_ids), ids.shape[1]))
+    # batched with a longer neighbour (padding) must not change the value
+    got = completion_logps(tiny_model, tok, [PROMPT, PROMPT + PROMPT], [ANSWER, ANSWER + ANSWER], batch_size=2)
+    assert got[0].item() == pytest.approx(expected, abs=1e-4)
+
+
+def test_truncation_keeps_the_completion(tiny_model, tiny_tokenizer):
+    long_prompt = [{"role": "user", "content": "word " * 300}]
+    full = completion_logps(tiny_model, tiny_tokenizer, [long_prompt], [ANSWER], max_length=2000)
+    cut = completion_logps(tiny_model, tiny_tokenizer, [long_prompt], [ANSWER], max_length=40)
+    assert torch.isfinite(cut).all() and cut.item() != 0 and full.item() != 0
+
+
+def test_preference_metrics_by_hand():
+    m = preference_metrics(torch.tensor([1.0, 0.0, 3.0, 2.0]), torch.tensor([0.0, 1.0, 1.0, 2.0]))
+    assert m == {"accuracy": 0.5, "margin": 0.5, "chosen": 1.5, "rejected": 1.0}
+
+
+def test_evaluate_policy_and_reward_model(tmp_path, tiny_path, tiny_tokenizer):
+    from datasets import Dataset
+
+    pairs = Dataset.from_list(
+        [{"prompt": PROMPT, "chosen": ANSWER, "rejected": [{"role": "assistant", "content": "No."}]}] * 3
+    )
+    rm_dir = tmp_path / "rm"
+    load_reward_model(tiny_path, tiny_tokenizer).save_pretrained(rm_dir)
+    tiny_tokenizer.save_pretrained(rm_dir)
+    assert is_reward_model(rm_dir) and not is_reward_model(tiny_path)
+    result = evaluate_models({"same": tiny_path, "rm": str(rm_dir)}, tiny_path, pairs, n_generate=2, max_new_tokens=4)
+    same, rm = result["models"]["same"], result["models"]["rm"]
+    # a policy identical to its reference has zero implicit reward everywhere
+    assert same["implicit_margin"] == 0 and same["implicit_accuracy"] == 0 and same["kl_proxy"] == 0
+    assert rm["kind"] == "reward" and set(rm) >= {"accuracy", "margin"}
+    report = write_report(tmp_path, result, {"dpo": [{"step": 1, "loss": 0.7}, {"step": 2, "loss": 0.6}]}, "T")
+    text = report.read_text()
+    assert "| same |" in text and "| rm |" in text and "training_curves.png" in text
+    assert (tmp_path / "training_curves.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "metrics.json").read_text())["n_pairs"] == 3

