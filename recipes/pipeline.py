@@ -10,6 +10,7 @@ Rerunning the same command skips complete stages and resumes an interrupted one;
 import dpo
 import eval as evaluation
 import hydra
+import ppo
 import reward
 import sft
 from hydra.core.hydra_config import HydraConfig
@@ -17,13 +18,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from trl_ext.training import to_dict
 
-STAGES = {"sft": sft.run, "reward": reward.run, "dpo": dpo.run}
-POLICY_STAGES = {"sft", "dpo"}  # their output is the next stage's starting model
+STAGES = {"sft": sft.run, "reward": reward.run, "dpo": dpo.run, "ppo": ppo.run}
+POLICY_STAGES = {"sft", "dpo", "ppo"}  # their output is the next stage's starting model
 
 
-def stage_config(cfg: DictConfig, stage: str, model: dict) -> DictConfig:
-    """What one stage sees: the shared model/data/peft/seed and its own `<stage>.trainer` node."""
+def stage_config(cfg: DictConfig, stage: str, model: dict, outputs: dict[str, str]) -> DictConfig:
+    """What one stage sees: the shared model/data/peft/seed, its own `<stage>.trainer` node, and for PPO the
+    reward model trained earlier in the pipeline."""
     shared = {key: to_dict(cfg[key]) for key in ("data", "peft")}
+    if stage == "ppo":
+        if "reward" not in outputs:
+            raise ValueError("pipeline.stages: the ppo stage needs a reward stage before it")
+        shared["reward_model"] = outputs["reward"]
     return OmegaConf.create(
         {
             "model": model,
@@ -42,7 +48,7 @@ def main(cfg: DictConfig) -> None:
     for stage in cfg.pipeline.stages:
         if stage not in STAGES:
             raise ValueError(f"pipeline.stages: unknown stage {stage!r}; known: {sorted(STAGES)}")
-        outputs[stage] = str(STAGES[stage](stage_config(cfg, stage, model), run_dir))
+        outputs[stage] = str(STAGES[stage](stage_config(cfg, stage, model, outputs), run_dir))
         if stage in POLICY_STAGES:
             model = {**model, "source": "pretrained", "path": outputs[stage]}
     title = (

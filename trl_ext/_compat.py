@@ -15,3 +15,9 @@ __all__ = [
     "is_conversational",
     "maybe_apply_chat_template",
 ]
+
+# Building blocks for our PPO (TRL's own PPOTrainer was removed in 1.13).
+from trl.models.utils import unwrap_model_for_generation  # noqa: E402
+from trl.trainer.utils import disable_dropout_in_model, selective_log_softmax_and_entropy  # noqa: E402
+
+__all__ += ["disable_dropout_in_model", "selective_log_softmax_and_entropy", "unwrap_model_for_generation"]

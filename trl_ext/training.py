@@ -55,8 +55,12 @@ def peft_config(node: DictConfig | dict | None, task_type: str = "CAUSAL_LM"):
 def save_model(trainer: Trainer, out_dir: Path) -> None:
     """Save the trained model as a plain HF folder (LoRA merged into the weights) plus its tokenizer.
 
-    Every rank must call this (collective under DeepSpeed); only the main process writes.
+    Every rank must call this (collective under DeepSpeed); only the main process writes. Trainers that are not
+    transformers `Trainer`s (our PPOTrainer) save themselves the same way.
     """
+    if not isinstance(trainer, Trainer):
+        trainer.save_model(out_dir)
+        return
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):  # a peft model: hand the next stage a full model it can load directly
         if trainer.accelerator.is_main_process:
@@ -67,11 +71,14 @@ def save_model(trainer: Trainer, out_dir: Path) -> None:
         trainer.processing_class.save_pretrained(out_dir)
 
 
-def run_stage(cfg: DictConfig, run_dir: str | Path, name: str, build_trainer: Callable[..., Trainer]) -> Path:
-    """The life of a training stage: skip if complete, else load model path, tokenizer and data, build the trainer
-    with `build_trainer(cfg, path, tokenizer, data, work_dir)`, train (resuming), publish; return the output folder.
+def run_stage(
+    cfg: DictConfig, run_dir: str | Path, name: str, build_trainer: Callable[..., Any], prompts_only: bool = False
+) -> Path:
+    """The life of a training stage: skip if complete, else load model path, tokenizer and data (preference pairs,
+    or only their prompts), build the trainer with `build_trainer(cfg, path, tokenizer, data, work_dir)`, train
+    (resuming), publish; return the output folder.
     """
-    from trl_ext.data import load_preferences
+    from trl_ext.data import load_preferences, load_prompts
     from trl_ext.models import load_tokenizer, model_path
 
     stage = Stage(run_dir, name, cfg, force=cfg.get("force", False))
@@ -80,7 +87,7 @@ def run_stage(cfg: DictConfig, run_dir: str | Path, name: str, build_trainer: Ca
     stage.prepare()
     path = model_path(cfg.model)
     tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code)
-    data, report = load_preferences(**node_kwargs(cfg.data))
+    data, report = (load_prompts if prompts_only else load_preferences)(**node_kwargs(cfg.data))
     trainer = build_trainer(cfg, path, tokenizer, data, stage.work)
     train_stage(stage, trainer, {"data_report.json": report.to_dict()})
     return stage.output
@@ -91,8 +98,9 @@ def train_stage(stage: Stage, trainer: Trainer, extra_files: dict[str, Any] | No
     checkpoint = stage.last_checkpoint()
     if checkpoint:
         logger.info("Resuming stage %s from %s", stage.name, checkpoint)
-    train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
-    eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    train_metrics = getattr(result, "metrics", result)
+    eval_metrics = trainer.evaluate() if getattr(trainer, "eval_dataset", None) is not None else {}
     metrics = {**train_metrics, **eval_metrics}
     with stage.publish(metrics) as out:
         save_model(trainer, out)

@@ -90,6 +90,11 @@ def _check_messages(name: str, messages: Any, roles: tuple[str, ...]) -> None:
 
 def to_conversational(row: dict[str, Any], fmt: str = "auto") -> dict[str, list[dict[str, str]]]:
     """Convert and validate one row; raise `RowProblem` naming what is wrong."""
+    return validate_pair(_to_pair(row, fmt))
+
+
+def _to_pair(row: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """A row in any accepted format as {prompt, chosen, rejected} messages, not yet validated."""
     if not isinstance(row, dict):
         raise RowProblem("not_object", f"row is {type(row).__name__}, not an object")
     if fmt not in FORMATS:
@@ -115,7 +120,7 @@ def to_conversational(row: dict[str, Any], fmt: str = "auto") -> dict[str, list[
         _check_messages("chosen", row["chosen"], ROLES)
         _check_messages("rejected", row["rejected"], ROLES)
         pair = row if "prompt" in row else extract_prompt(row)
-    return validate_pair({k: pair[k] for k in ("prompt", "chosen", "rejected")})
+    return {k: pair[k] for k in ("prompt", "chosen", "rejected")}
 
 
 def validate_pair(pair: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
@@ -142,3 +147,22 @@ def validate_pair(pair: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
         "chosen": [{"role": "assistant", "content": pair["chosen"][0]["content"]}],
         "rejected": [{"role": "assistant", "content": pair["rejected"][0]["content"]}],
     }
+
+
+def to_prompt(row: dict[str, Any], fmt: str = "auto") -> dict[str, list[dict[str, str]]]:
+    """A prompt-only row (`{"prompt": str | messages}`) or a preference row's prompt, as `{"prompt": messages}`."""
+    if isinstance(row, dict) and "chosen" in row:  # the prompt side of a preference row; responses may be anything
+        prompt = _to_pair(row, fmt)["prompt"]
+    else:
+        if not isinstance(row, dict):
+            raise RowProblem("not_object", f"row is {type(row).__name__}, not an object")
+        _require(row, ("prompt",))
+        prompt = row["prompt"]
+    if isinstance(prompt, str):
+        prompt = [{"role": "user", "content": prompt}]
+    _check_messages("prompt", prompt, ROLES)
+    if prompt[-1]["role"] != "user":
+        raise RowProblem("bad_messages", "prompt does not end with a user turn")
+    if not any(m["content"].strip() for m in prompt):
+        raise RowProblem("empty_prompt", "prompt is empty")
+    return {"prompt": [{"role": m["role"], "content": m["content"]} for m in prompt]}

@@ -13,7 +13,7 @@ import json
 import logging
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 
 from trl_ext.data.demo import DEMO_PATH
-from trl_ext.data.formats import RowProblem, to_conversational
+from trl_ext.data.formats import RowProblem, to_conversational, to_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -139,31 +139,38 @@ def iter_records(
         yield f"{path}[{split}] row {number}", record
 
 
-def convert_preferences(
-    records: Iterator[tuple[str, Any]], source: str, fmt: str = "auto", on_invalid: str = "error"
+def convert_rows(
+    records: Iterator[tuple[str, Any]], source: str, convert: Callable[[Any], dict], on_invalid: str = "error"
 ) -> tuple[list[dict[str, Any]], DataReport]:
-    """Convert every record to a conversational pair; fail listing every problem, or skip and count them."""
+    """Convert every record with `convert`; fail listing every problem, or skip and count them."""
     if on_invalid not in ("error", "skip"):
         raise ValueError(f"on_invalid must be 'error' or 'skip', got {on_invalid!r}")
-    report, pairs = DataReport(source), []
+    report, rows = DataReport(source), []
     for where, record in records:
         report.rows += 1
         try:
             if isinstance(record, RowProblem):
                 raise record
-            pairs.append(to_conversational(record, fmt))
+            rows.append(convert(record))
         except RowProblem as problem:
             report.add(where, problem)
-    report.kept = len(pairs)
+    report.kept = len(rows)
     if report.rows == 0:
         raise DataError(f"{source}: no rows")
     if report.problems and on_invalid == "error":
-        raise DataError(f"Invalid preference data (set data.on_invalid=skip to skip these rows):\n{report.summary()}")
+        raise DataError(f"Invalid data (set data.on_invalid=skip to skip these rows):\n{report.summary()}")
     if report.problems:
         logger.warning("Skipped invalid rows:\n%s", report.summary())
-    if not pairs:
+    if not rows:
         raise DataError(f"{source}: no usable rows\n{report.summary()}")
-    return pairs, report
+    return rows, report
+
+
+def convert_preferences(
+    records: Iterator[tuple[str, Any]], source: str, fmt: str = "auto", on_invalid: str = "error"
+) -> tuple[list[dict[str, Any]], DataReport]:
+    """Every record as a conversational preference pair (see `to_conversational`)."""
+    return convert_rows(records, source, lambda record: to_conversational(record, fmt), on_invalid)
 
 
 def split_train_eval(pairs: list[dict[str, Any]], eval_size: float | int, seed: int) -> DatasetDict:
@@ -197,6 +204,26 @@ def load_preferences(
         records = itertools.islice(records, max_rows)
     pairs, report = convert_preferences(records, source=path, fmt=format, on_invalid=on_invalid)
     return split_train_eval(pairs, eval_size, seed), report
+
+
+def load_prompts(
+    path: str,
+    format: str = "auto",
+    split: str = "train",
+    data_dir: str | None = None,
+    revision: str | None = None,
+    eval_size: float | int = 0.1,
+    seed: int = 0,
+    on_invalid: str = "error",
+    max_rows: int | None = None,
+) -> tuple[DatasetDict, DataReport]:
+    """Prompts (`{"prompt": [messages]}`) from a prompt dataset or the prompt side of a preference dataset, split
+    like `load_preferences` (same seed, same rows on each side), for PPO, best-of-N and RLAIF."""
+    records = iter_records(path, split=split, data_dir=data_dir, revision=revision)
+    if max_rows:
+        records = itertools.islice(records, max_rows)
+    prompts, report = convert_rows(records, path, lambda record: to_prompt(record, format), on_invalid)
+    return split_train_eval(prompts, eval_size, seed), report
 
 
 def chosen_as_completions(dataset: Dataset) -> Dataset:

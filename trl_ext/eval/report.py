@@ -12,7 +12,12 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 # (log_history key, label) pairs plotted when a stage logged them; TRL's names.
-LOSS_KEYS = (("loss", "train loss"), ("eval_loss", "eval loss"))
+LOSS_KEYS = (
+    ("loss", "train loss"),
+    ("eval_loss", "eval loss"),
+    ("loss/policy", "PPO policy loss"),
+    ("loss/value", "PPO value loss"),
+)
 ACCURACY_KEYS = (
     ("rewards/accuracies", "train reward accuracy"),
     ("eval_rewards/accuracies", "eval reward accuracy"),
@@ -20,6 +25,8 @@ ACCURACY_KEYS = (
     ("eval_accuracy", "eval accuracy"),
     ("mean_token_accuracy", "train token accuracy"),
     ("eval_mean_token_accuracy", "eval token accuracy"),
+    ("objective/scores", "PPO mean score"),
+    ("objective/kl", "PPO KL to reference"),
 )
 COLUMNS = (
     ("implicit_accuracy", "pref. acc. (implicit reward)"),
@@ -41,7 +48,7 @@ def _series(history: list[dict[str, Any]], key: str) -> tuple[list[float], list[
 
 def plot_training(histories: dict[str, list[dict[str, Any]]], path: Path) -> Path | None:
     """Loss and reward accuracy over steps, one column per stage; None when nothing was logged."""
-    stages = {name: h for name, h in histories.items() if any("loss" in e for e in h)}
+    stages = {name: h for name, h in histories.items() if any(k in e for e in h for k, _ in LOSS_KEYS)}
     if not stages:
         return None
     fig, axes = plt.subplots(2, len(stages), figsize=(5 * len(stages), 7), squeeze=False)
@@ -52,7 +59,7 @@ def plot_training(histories: dict[str, list[dict[str, Any]]], path: Path) -> Pat
                 x, y = _series(history, key)
                 if x:
                     ax.plot(x, y, marker="o" if len(x) < 10 else None, label=label)
-            ax.set_title(f"{name}: {'loss' if row == 0 else 'accuracy'}")
+            ax.set_title(f"{name}: {'loss' if row == 0 else 'accuracy / reward'}")
             ax.set_xlabel("step")
             if ax.lines:
                 ax.legend()

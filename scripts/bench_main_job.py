@@ -1,0 +1,80 @@
+"""Benchmark the main job: wall time of the SFT -> DPO -> eval pipeline, then the DPO stage alone (peak resident
+memory, tokens per second) on the pipeline's SFT model. Prints a table and appends it to docs/benchmarks.md.
+
+    python scripts/bench_main_job.py [extra Hydra overrides for both runs, e.g. model=tiny]
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import transformers
+import trl
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def timed(args: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, *args], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main(overrides: list[str]) -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench_main_job_"))
+    pipeline_cmd = ["recipes/pipeline.py", *overrides, f"hydra.run.dir={work / 'pipeline'}"]
+    pipeline_s = timed(pipeline_cmd)
+    evaluation = json.loads((work / "pipeline" / "metrics.json").read_text())["models"]
+
+    # The DPO stage alone, in a fresh child process, so its peak RSS is the stage's own.
+    dpo_cmd = [
+        "recipes/dpo.py",
+        *overrides,
+        "model=pretrained",
+        f"model.path={work / 'pipeline' / 'sft'}",
+        "trainer.eval_strategy=no",
+        f"hydra.run.dir={work / 'dpo'}",
+    ]
+    dpo_s = timed(dpo_cmd)
+    peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB, max over children
+    history = json.loads((work / "dpo" / "dpo" / "log_history.json").read_text())
+    tokens = max(h.get("num_tokens", 0) for h in history)
+    runtime = next(h["train_runtime"] for h in history if "train_runtime" in h)
+
+    rows = [
+        ("main job pipeline wall time (SFT + DPO + eval)", f"{pipeline_s / 60:.1f} min"),
+        ("DPO stage alone: wall time", f"{dpo_s:.0f} s"),
+        ("DPO stage: training time", f"{runtime:.0f} s"),
+        ("DPO stage: tokens per second (policy, chosen+rejected)", f"{tokens / runtime:.0f}"),
+        ("peak resident memory (max of the two runs; the DPO stage dominates)", f"{peak_gib:.2f} GiB"),
+        (
+            "held-out preference accuracy: SFT / DPO",
+            f"{evaluation['sft']['implicit_accuracy']:.3f} / {evaluation['dpo']['implicit_accuracy']:.3f}",
+        ),
+    ]
+    table = "\n".join(["| measure | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)])
+    header = (
+        f"## Main job ({datetime.date.today()})\n\n"
+        f"Command: `python scripts/bench_main_job.py {' '.join(overrides)}`: it runs "
+        f"`python {' '.join(pipeline_cmd[: 1 + len(overrides)])}`, then "
+        f"`python {' '.join(dpo_cmd[: 1 + len(overrides)])} model=pretrained model.path=<its sft>`.\n"
+        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"cuda={torch.cuda.is_available()}; torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"trl {trl.__version__}.\n"
+    )
+    print(header + "\n" + table)
+    with open(REPO / "docs" / "benchmarks.md", "a") as f:
+        f.write("\n" + header + "\n" + table + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

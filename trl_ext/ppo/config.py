@@ -1,0 +1,95 @@
+"""`PPOConfig`: transformers' `TrainingArguments` plus the PPO knobs. Model paths are not training arguments: the
+trainer takes models (or paths) directly, as TRL's trainers do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from trl_ext.kl import ESTIMATORS
+
+
+@dataclass
+class PPOConfig(TrainingArguments):
+    r"""
+    Configuration for [`trl_ext.ppo.PPOTrainer`]. Inherits every `TrainingArguments` field; those PPO uses:
+    `learning_rate`, `per_device_train_batch_size` (rollouts per forward/backward micro-batch),
+    `gradient_accumulation_steps`, `num_train_epochs` / `max_steps` (PPO updates), `max_grad_norm`,
+    `lr_scheduler_type`, `warmup_steps`, `weight_decay`, `seed`, `logging_steps`, `save_steps`, `save_total_limit`,
+    `bf16`, `use_cpu`, `output_dir`.
+
+    One update = one rollout batch of `per_device_train_batch_size * gradient_accumulation_steps * num_mini_batches`
+    prompts per process, then `num_ppo_epochs` passes over it in `num_mini_batches` optimizer steps.
+
+    > Rollouts
+
+    max_prompt_length (`int`, defaults to `512`): prompts longer than this are cut from the left (counted, warned).
+    response_length (`int`, defaults to `53`): maximum new tokens per response.
+    temperature (`float`, defaults to `0.7`), top_k (`int`, defaults to `0`: off), top_p (`float`, defaults to `1.0`):
+        sampling; log-probs are computed at the same temperature.
+    missing_eos_penalty (`float` or `None`, defaults to `None`): subtracted from the score of responses that hit
+        `response_length` without an EOS.
+
+    > Rewards and KL
+
+    kl_coef (`float`, defaults to `0.05`): initial KL coefficient.
+    kl_estimator (`str`, defaults to `"k1"`): one of `trl_ext.kl.ESTIMATORS` (k1, k2, k3, abs, mse, full).
+    kl_placement (`str`, defaults to `"reward"`): `"reward"` (a per-token penalty in the reward, as in PPO-RLHF) or
+        `"loss"` (a loss term `kl_coef * mean KL`, as in GRPO).
+    kl_target (`float` or `None`, defaults to `None`): a target KL per sequence makes the coefficient adaptive
+        (Ziegler et al. 2019), with `kl_horizon` (`float`, defaults to `10000`).
+    reward_weights (`list[float]` or `None`): weights of the reward functions (default: 1 each).
+    whiten_rewards (`bool`, defaults to `False`): whiten the per-token rewards before GAE.
+
+    > PPO
+
+    num_ppo_epochs (`int`, defaults to `4`), num_mini_batches (`int`, defaults to `1`),
+    gamma (`float`, defaults to `1.0`), lam (`float`, defaults to `0.95`): GAE,
+    cliprange (`float`, defaults to `0.2`), cliprange_value (`float`, defaults to `0.2`), vf_coef (`float`,
+    defaults to `0.1`), entropy_coef (`float`, defaults to `0.0`).
+
+    > Outputs
+
+    sample_every (`int`, defaults to `10`): log a table of sample completions every this many updates (0: never).
+    save_value_model (`bool`, defaults to `False`): also save the value model (in `value_model/`).
+    """
+
+    learning_rate: float = field(default=3e-6, metadata={"help": "AdamW learning rate."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every this many updates."})
+    report_to: str | list[str] = field(default="none", metadata={"help": "Integrations to report to."})
+    max_prompt_length: int = field(default=512, metadata={"help": "Prompt tokens kept (cut from the left)."})
+    response_length: int = field(default=53, metadata={"help": "Maximum new tokens per response."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling (0: off)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
+    missing_eos_penalty: float | None = field(default=None, metadata={"help": "Penalty for responses without EOS."})
+    kl_coef: float = field(default=0.05, metadata={"help": "Initial KL coefficient."})
+    kl_estimator: str = field(default="k1", metadata={"help": f"One of {ESTIMATORS}."})
+    kl_placement: str = field(default="reward", metadata={"help": "'reward' (PPO) or 'loss' (GRPO style)."})
+    kl_target: float | None = field(default=None, metadata={"help": "Target KL; makes the coefficient adaptive."})
+    kl_horizon: float = field(default=10000, metadata={"help": "Horizon of the adaptive KL controller."})
+    reward_weights: list[float] | None = field(default=None, metadata={"help": "Weights of the reward functions."})
+    whiten_rewards: bool = field(default=False, metadata={"help": "Whiten per-token rewards before GAE."})
+    num_ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch."})
+    num_mini_batches: int = field(default=1, metadata={"help": "Optimizer steps per PPO epoch."})
+    gamma: float = field(default=1.0, metadata={"help": "Discount factor."})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
+    cliprange: float = field(default=0.2, metadata={"help": "Policy ratio clip range."})
+    cliprange_value: float = field(default=0.2, metadata={"help": "Value clip range."})
+    vf_coef: float = field(default=0.1, metadata={"help": "Value loss coefficient."})
+    entropy_coef: float = field(default=0.0, metadata={"help": "Entropy bonus coefficient."})
+    sample_every: int = field(default=10, metadata={"help": "Log sample completions every N updates (0: never)."})
+    save_value_model: bool = field(default=False, metadata={"help": "Also save the value model."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.kl_estimator not in ESTIMATORS:
+            raise ValueError(f"kl_estimator must be one of {ESTIMATORS}, got {self.kl_estimator!r}")
+        if self.kl_placement not in ("reward", "loss"):
+            raise ValueError(f"kl_placement must be 'reward' or 'loss', got {self.kl_placement!r}")
+
+    @property
+    def rollout_batch_size(self) -> int:
+        """Prompts per update per process."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.num_mini_batches
