@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from trl_ext._compat import DPOConfig, DPOTrainer
+from trl_ext.errors import report_user_errors
 from trl_ext.models import load_policy
 from trl_ext.training import peft_config, run_stage, trainer_config
 
@@ -32,6 +33,7 @@ def run(cfg: DictConfig, run_dir: str | Path, name: str = "dpo") -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="dpo")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     print(f"DPO model: {run(cfg, HydraConfig.get().runtime.output_dir)}")
 

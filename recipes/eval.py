@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from trl_ext.data import load_preferences
+from trl_ext.errors import report_user_errors
 from trl_ext.eval import evaluate_models, write_report
 from trl_ext.models import model_path
 from trl_ext.training import node_kwargs, to_dict
@@ -40,6 +41,7 @@ def run(cfg: DictConfig, run_dir: str | Path, models: dict[str, str], title: str
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     print(f"Report: {run(cfg, HydraConfig.get().runtime.output_dir, to_dict(cfg.models))}")
 

@@ -16,6 +16,7 @@ import sft
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from trl_ext.errors import ConfigError, report_user_errors
 from trl_ext.training import to_dict
 
 STAGES = {"sft": sft.run, "reward": reward.run, "dpo": dpo.run, "ppo": ppo.run}
@@ -28,7 +29,7 @@ def stage_config(cfg: DictConfig, stage: str, model: dict, outputs: dict[str, st
     shared = {key: to_dict(cfg[key]) for key in ("data", "peft")}
     if stage == "ppo":
         if "reward" not in outputs:
-            raise ValueError("pipeline.stages: the ppo stage needs a reward stage before it")
+            raise ConfigError("pipeline.stages: the ppo stage needs a reward stage before it")
         shared["reward_model"] = outputs["reward"]
     return OmegaConf.create(
         {
@@ -42,12 +43,13 @@ def stage_config(cfg: DictConfig, stage: str, model: dict, outputs: dict[str, st
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
     model, outputs = to_dict(cfg.model), {}
     for stage in cfg.pipeline.stages:
         if stage not in STAGES:
-            raise ValueError(f"pipeline.stages: unknown stage {stage!r}; known: {sorted(STAGES)}")
+            raise ConfigError(f"pipeline.stages: unknown stage {stage!r}; known: {sorted(STAGES)}")
         outputs[stage] = str(STAGES[stage](stage_config(cfg, stage, model, outputs), run_dir))
         if stage in POLICY_STAGES:
             model = {**model, "source": "pretrained", "path": outputs[stage]}

@@ -10,6 +10,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from trl_ext.errors import report_user_errors
 from trl_ext.models import load_policy, load_reward_model, load_tokenizer
 from trl_ext.ppo import PPOConfig, PPOTrainer
 from trl_ext.training import peft_config, run_stage, trainer_config
@@ -37,6 +38,7 @@ def run(cfg: DictConfig, run_dir: str | Path, name: str = "ppo") -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="ppo")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     print(f"PPO policy: {run(cfg, HydraConfig.get().runtime.output_dir)}")
 

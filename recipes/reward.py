@@ -10,6 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from trl_ext._compat import RewardConfig, RewardTrainer
+from trl_ext.errors import report_user_errors
 from trl_ext.models import load_reward_model
 from trl_ext.training import peft_config, run_stage, trainer_config
 
@@ -30,6 +31,7 @@ def run(cfg: DictConfig, run_dir: str | Path, name: str = "reward") -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="reward")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     print(f"Reward model: {run(cfg, HydraConfig.get().runtime.output_dir)}")
 

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from trl_ext._compat import SFTConfig, SFTTrainer
 from trl_ext.data import chosen_as_completions
+from trl_ext.errors import report_user_errors
 from trl_ext.models import load_policy
 from trl_ext.training import peft_config, run_stage, trainer_config
 
@@ -31,6 +32,7 @@ def run(cfg: DictConfig, run_dir: str | Path, name: str = "sft") -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sft")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     print(f"SFT model: {run(cfg, HydraConfig.get().runtime.output_dir)}")
 

@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import REPO
 from trl_ext._compat import DPOConfig, RewardConfig, SFTConfig
+from trl_ext.errors import ConfigError
 from trl_ext.training import peft_config, trainer_config
 
 PRIMARY = ["sft", "reward", "dpo", "eval", "pipeline"]
@@ -50,7 +51,7 @@ def test_pipeline_stage_overrides(tmp_path):
 
 def test_misspelled_trainer_field_names_the_config(tmp_path):
     cfg = make("dpo", "+trainer.betta=0.2")
-    with pytest.raises(TypeError, match="betta.*trl.DPOConfig"):
+    with pytest.raises(ConfigError, match="betta.*trl.DPOConfig"):
         trainer_config(DPOConfig, cfg.trainer, tmp_path)
 
 

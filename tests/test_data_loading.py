@@ -7,7 +7,7 @@ import re
 import pytest
 
 from tests.conftest import HH_FILE, needs_hh
-from trl_ext.data import DEMO_PATH, DataError, load_preferences, parse_hh_transcript
+from trl_ext.data import DEMO_PATH, DataError, load_preferences, load_prompts, parse_hh_transcript
 from trl_ext.data.__main__ import main as check_main
 
 GOOD = {"prompt": "How do I boil an egg?", "chosen": "Simmer it for 9 minutes.", "rejected": "Figure it out."}
@@ -103,6 +103,7 @@ def test_missing_file_and_unsupported_type(tmp_path):
 def test_offline_hub_dataset_error_is_clear(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr("datasets.config.HF_HUB_OFFLINE", True)  # read at import time
     with pytest.raises(DataError, match="Could not load hub dataset 'Anthropic/hh-rlhf'.*local file"):
         load_preferences("Anthropic/hh-rlhf", data_dir="harmless-base")
 
@@ -111,6 +112,23 @@ def test_demo_data_is_clean_and_large_enough():
     data, report = load_preferences("demo", eval_size=0.15)
     assert report.rows >= 150 and not report.problems
     assert len(data["eval"]) == round(0.15 * report.rows)
+
+
+def test_prompts_from_prompt_rows_and_preference_rows(tmp_path):
+    rows = [
+        {"prompt": "plain text"},
+        {"prompt": [{"role": "user", "content": "as messages"}]},
+        GOOD,
+        {"prompt": [{"role": "assistant", "content": "no user turn"}]},
+        {"question": "wrong key"},
+    ]
+    data, report = load_prompts(write_jsonl(tmp_path / "p.jsonl", rows), on_invalid="skip", eval_size=1)
+    prompts = sorted(p[0]["content"] for p in data["train"]["prompt"] + data["eval"]["prompt"])
+    assert prompts == ["How do I boil an egg?", "as messages", "plain text"]
+    assert dict(report.problems) == {"bad_messages": 1, "missing_field": 1}
+    # an empty response does not spoil the prompt of a preference row
+    data, report = load_prompts(write_jsonl(tmp_path / "q.jsonl", [{**GOOD, "chosen": ""}, GOOD]), eval_size=1)
+    assert report.kept == 2
 
 
 def test_check_command(tmp_path, capsys):

@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -21,28 +22,22 @@ def test_sft_recipe(tmp_path):
     assert manifest["config"]["trainer"]["max_steps"] == 2 and manifest["metrics"]["train_loss"] > 0
 
 
-def test_reward_recipe_full_finetune(tmp_path):
-    recipe("reward", *FEW, "peft=none", f"hydra.run.dir={tmp_path}")
-    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "reward")
-    assert model.config.num_labels == 1
-
-
-def test_dpo_recipe_under_accelerate_launch(tmp_path):
-    accelerate = shutil.which("accelerate", path=str(REPO / ".venv" / "bin")) or shutil.which("accelerate")
-    run_cmd(
-        [
-            accelerate,
-            "launch",
-            "--config_file",
-            "conf/accelerate/cpu.yaml",
-            "recipes/dpo.py",
-            *FEW,
-            "trainer.loss_type=[ipo]",
-            f"hydra.run.dir={tmp_path}",
-        ]
-    )
-    AutoModelForCausalLM.from_pretrained(tmp_path / "dpo")
-    assert json.loads((tmp_path / "dpo" / "stage.json").read_text())["config"]["trainer"]["loss_type"] == ["ipo"]
+@pytest.mark.parametrize(
+    "stage, extra, loader",
+    [
+        ("sft", [], AutoModelForCausalLM),
+        ("reward", ["peft=none"], AutoModelForSequenceClassification),
+        ("dpo", ["trainer.loss_type=[ipo]"], AutoModelForCausalLM),
+    ],
+)
+def test_recipes_under_accelerate_launch(tmp_path, stage, extra, loader):
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    config = ["--config_file", "conf/accelerate/cpu.yaml"]
+    run_cmd([accelerate, "launch", *config, f"recipes/{stage}.py", *FEW, *extra, f"hydra.run.dir={tmp_path}"])
+    model = loader.from_pretrained(tmp_path / stage)
+    assert stage != "reward" or model.config.num_labels == 1
+    manifest = json.loads((tmp_path / stage / "stage.json").read_text())
+    assert stage != "dpo" or manifest["config"]["trainer"]["loss_type"] == ["ipo"]
 
 
 def test_pipeline_skips_complete_stages_and_refuses_changed_config(tmp_path):
@@ -63,10 +58,28 @@ def test_pipeline_skips_complete_stages_and_refuses_changed_config(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert changed.returncode != 0 and "trainer.beta: 0.1 -> 0.5" in changed.stderr and "+force=true" in changed.stderr
+    assert changed.returncode == 2 and "trainer.beta: 0.1 -> 0.5" in changed.stderr and "+force=true" in changed.stderr
 
     recipe("pipeline", *PIPELINE_FEW, "dpo.trainer.beta=0.5", "+force=true", f"hydra.run.dir={tmp_path}")
     assert json.loads((tmp_path / "dpo" / "stage.json").read_text())["config"]["trainer"]["beta"] == 0.5
+
+
+def test_rlhf_pipeline_sft_rm_ppo(tmp_path):
+    recipe(
+        "pipeline",
+        "pipeline=sft_rm_ppo",
+        *PIPELINE_FEW,
+        "ppo.trainer.max_steps=3",
+        "ppo.trainer.save_steps=2",
+        f"hydra.run.dir={tmp_path}",
+    )
+    report = (tmp_path / "report.md").read_text()
+    assert "| reward |" in report and "| ppo |" in report
+    history = json.loads((tmp_path / "ppo" / "log_history.json").read_text())
+    assert [h["step"] for h in history] == [1, 2, 3] and all("objective/kl" in h for h in history)
+    manifest = json.loads((tmp_path / "ppo" / "stage.json").read_text())
+    assert manifest["config"]["reward_model"] == str(tmp_path / "reward")
+    AutoModelForCausalLM.from_pretrained(tmp_path / "ppo")
 
 
 def test_eval_recipe_on_saved_models(tmp_path):
@@ -104,7 +117,7 @@ def test_bad_data_fails_before_training_with_file_and_line(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert proc.returncode != 0
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"{bad}:line 1: chosen response is empty" in proc.stderr
     assert not (tmp_path / "run" / "dpo").exists()
 
@@ -117,4 +130,4 @@ def test_config_typo_is_reported(tmp_path, stage):
         capture_output=True,
         text=True,
     )
-    assert proc.returncode != 0 and "betta" in proc.stderr
+    assert proc.returncode != 0 and "betta" in proc.stderr and "Traceback" not in proc.stderr

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig, OmegaConf
 from transformers import Trainer
 
+from trl_ext.errors import ConfigError
 from trl_ext.stages import Stage
 from trl_ext.utils.device import fill_precision
 
@@ -37,7 +38,8 @@ def trainer_config(config_cls: type[ConfigT], node: DictConfig | dict, output_di
     try:
         return config_cls(output_dir=str(output_dir), **kwargs)
     except TypeError as err:  # a misspelled field: name it, and where the valid names are documented
-        raise TypeError(f"trainer: {err}. Valid fields are those of trl.{config_cls.__name__}.") from err
+        where = f"{config_cls.__module__.split('.')[0]}.{config_cls.__name__}"
+        raise ConfigError(f"trainer: {err}. Valid fields are those of {where}.") from err
 
 
 def peft_config(node: DictConfig | dict | None, task_type: str = "CAUSAL_LM"):

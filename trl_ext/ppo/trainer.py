@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import shutil
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -394,8 +395,9 @@ class PPOTrainer:
             epoch, skip = divmod(self.state.global_step, self.updates_per_epoch)
             loader = self.accelerator.skip_first_batches(self._batches(epoch), skip) if skip else self._batches(epoch)
             for batch in loader:
+                start = time.perf_counter()
                 exp, texts = self.make_experience(batch)
-                stats = {**self._rollout_stats(exp), **self.learn(exp)}
+                stats = {**self._rollout_stats(exp), **self.learn(exp), "time/update_s": time.perf_counter() - start}
                 self.kl_ctl.update(stats["objective/kl"], self.args.rollout_batch_size * self.accelerator.num_processes)
                 self.state.global_step += 1
                 self._log(stats, batch["prompts"], texts, exp.scores)

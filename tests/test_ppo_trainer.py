@@ -1,0 +1,151 @@
+"""PPOTrainer on the tiny model: it learns a programmatic reward with bounded KL, resumes exactly, shares weights
+with its reference under LoRA, and survives bad inputs."""
+
+import logging
+
+import pytest
+import torch
+from datasets import Dataset
+
+from trl_ext.data import load_prompts
+from trl_ext.models import load_policy
+from trl_ext.ppo import PPOConfig, PPOTrainer
+
+
+def letter_e_reward(prompts, completions, **kwargs):
+    """Share of the letter 'e' in the completion, times 10: a reward a tiny random model can learn quickly."""
+    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+    return [10 * t.count("e") / max(len(t), 1) for t in texts]
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return load_prompts("demo")[0]["train"]
+
+
+def make_trainer(tmp_path, tiny_path, tiny_tokenizer, prompts, reward=letter_e_reward, **overrides):
+    args = dict(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=8,
+        max_steps=4,
+        learning_rate=1e-3,
+        response_length=16,
+        temperature=1.0,
+        kl_coef=0.05,
+        save_steps=0,
+        sample_every=0,
+        seed=0,
+    )
+    args.update(overrides)
+    return PPOTrainer(
+        load_policy(tiny_path, tiny_tokenizer), PPOConfig(**args), tiny_tokenizer, prompts, reward_funcs=[reward]
+    )
+
+
+def scores(trainer):
+    return [h["objective/scores"] for h in trainer.state.log_history]
+
+
+@pytest.mark.slow
+def test_reward_rises_with_bounded_kl(tmp_path, tiny_path, tiny_tokenizer, prompts):
+    trainer = make_trainer(tmp_path, tiny_path, tiny_tokenizer, prompts, max_steps=40, kl_coef=0.05)
+    trainer.train()
+    s = scores(trainer)
+    first, last = sum(s[:8]) / 8, sum(s[-8:]) / 8
+    kl = [h["objective/kl"] for h in trainer.state.log_history]
+    assert last > first + 0.5, (first, last)
+    assert max(kl) < 50 and kl[0] == pytest.approx(0, abs=1e-4)  # starts at the reference, drifts boundedly
+
+
+def test_one_update_logs_what_practitioners_watch(tmp_path, tiny_path, tiny_tokenizer, prompts):
+    trainer = make_trainer(tmp_path, tiny_path, tiny_tokenizer, prompts, max_steps=2, sample_every=1)
+    trainer.train()
+    entry = trainer.state.log_history[-1]
+    for key in (
+        "objective/kl",
+        "objective/entropy",
+        "objective/scores",
+        "policy/approxkl",
+        "policy/clipfrac",
+        "val/clipfrac",
+        "loss/value",
+        "loss/policy",
+        "response_length",
+    ):
+        assert key in entry and torch.isfinite(torch.tensor(entry[key]))
+    assert len(entry["samples"]) == 4 and {"prompt", "completion", "score"} <= set(entry["samples"][0])
+    before = load_policy(trainer.accelerator.unwrap_model(trainer.model).policy.config.name_or_path)
+    trainer.save_model(tmp_path / "out")
+    after = load_policy(str(tmp_path / "out"))
+    changed = [n for (n, a), b in zip(after.named_parameters(), before.parameters()) if not torch.equal(a, b)]
+    assert len(changed) == len(list(after.parameters()))  # every trained parameter changed
+
+
+def test_resume_gives_the_same_result(tmp_path, tiny_path, tiny_tokenizer, prompts):
+    full = make_trainer(tmp_path / "full", tiny_path, tiny_tokenizer, prompts, max_steps=4)
+    full.train()
+    part = make_trainer(tmp_path / "part", tiny_path, tiny_tokenizer, prompts, max_steps=4, save_steps=2)
+    part.total_updates = 2  # stop after the checkpoint at update 2, as if interrupted
+    part.train()
+    resumed = make_trainer(tmp_path / "part", tiny_path, tiny_tokenizer, prompts, max_steps=4, save_steps=2)
+    resumed.train(resume_from_checkpoint=True)
+    assert scores(resumed) == pytest.approx(scores(full), abs=1e-5)
+    a = full.accelerator.unwrap_model(full.model).policy.state_dict()
+    b = resumed.accelerator.unwrap_model(resumed.model).policy.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_lora_policy_uses_the_base_as_reference(tmp_path, tiny_path, tiny_tokenizer, prompts):
+    from peft import LoraConfig
+
+    args = PPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=4,
+        max_steps=1,
+        response_length=8,
+        save_steps=0,
+        sample_every=0,
+        learning_rate=1e-3,
+    )
+    trainer = PPOTrainer(
+        load_policy(tiny_path, tiny_tokenizer),
+        args,
+        tiny_tokenizer,
+        prompts,
+        reward_funcs=[letter_e_reward],
+        peft_config=LoraConfig(r=4, target_modules="all-linear"),
+    )
+    assert trainer.ref_model is None  # no second copy of the weights
+    trainer.train()
+    assert trainer.state.log_history[0]["objective/kl"] == pytest.approx(0, abs=1e-4)
+
+
+def test_bad_inputs(tmp_path, tiny_path, tiny_tokenizer, caplog):
+    long_prompts = Dataset.from_list([{"prompt": "word " * 400}] * 4 + [{"prompt": "hi"}] * 4)
+
+    def nan_reward(prompts, completions, **kw):
+        return [float("nan")] * len(completions)
+
+    with pytest.raises(ValueError, match="reward function nan_reward returned nan"):
+        make_trainer(tmp_path, tiny_path, tiny_tokenizer, long_prompts, reward=nan_reward, max_steps=1).train()
+
+    trainer = make_trainer(
+        tmp_path, tiny_path, tiny_tokenizer, long_prompts, max_steps=1, max_prompt_length=64, response_length=1
+    )  # responses of one token: often only EOS, never a crash
+    with caplog.at_level(logging.WARNING):
+        trainer.train()
+    assert "prompts were longer than max_prompt_length=64" in caplog.text and trainer.truncated_prompts >= 4
+    with pytest.raises(ValueError, match="pad token distinct from EOS"):
+        tok = tiny_tokenizer.__class__.from_pretrained(tiny_path)
+        tok.pad_token = tok.eos_token
+        PPOTrainer(
+            load_policy(tiny_path, tok),
+            PPOConfig(output_dir=str(tmp_path), use_cpu=True),
+            tok,
+            long_prompts,
+            reward_funcs=[letter_e_reward],
+        )

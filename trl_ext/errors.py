@@ -1,0 +1,39 @@
+"""Errors a user can act on, reported as one clear message instead of a traceback."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from trl_ext.data.loading import DataError
+from trl_ext.stages import StageConfigMismatch
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work (a misspelled TRL field, an unknown stage), named precisely."""
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (DataError, StageConfigMismatch, ConfigError)
+
+
+def report_user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a recipe's `main`: bad data, a stage made by another config, etc. exit with status 2 and the
+    message alone (set TRL_EXT_TRACEBACK=1 to see the traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as err:
+            if os.environ.get("TRL_EXT_TRACEBACK"):
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
