@@ -7,6 +7,7 @@
 Rerunning the same command skips complete stages and resumes an interrupted one; +force=true redoes them all.
 """
 
+import bon
 import dpo
 import eval as evaluation
 import hydra
@@ -19,44 +20,47 @@ from omegaconf import DictConfig, OmegaConf
 from trl_ext.errors import ConfigError, report_user_errors
 from trl_ext.training import to_dict
 
-STAGES = {"sft": sft.run, "reward": reward.run, "dpo": dpo.run, "ppo": ppo.run}
+STAGES = {"sft": sft.run, "reward": reward.run, "dpo": dpo.run, "ppo": ppo.run, "bon": bon.run}
 POLICY_STAGES = {"sft", "dpo", "ppo"}  # their output is the next stage's starting model
 
 
-def stage_config(cfg: DictConfig, stage: str, model: dict, outputs: dict[str, str]) -> DictConfig:
-    """What one stage sees: the shared model/data/peft/seed, its own `<stage>.trainer` node, and for PPO the
-    reward model trained earlier in the pipeline."""
-    shared = {key: to_dict(cfg[key]) for key in ("data", "peft")}
-    if stage == "ppo":
-        if "reward" not in outputs:
-            raise ConfigError("pipeline.stages: the ppo stage needs a reward stage before it")
-        shared["reward_model"] = outputs["reward"]
-    return OmegaConf.create(
-        {
-            "model": model,
-            **shared,
-            "trainer": to_dict(cfg[stage].trainer),
-            "seed": cfg.seed,
-            "force": cfg.get("force", False),
-        }
-    )
+def stage_config(cfg: DictConfig, stage: str, model: dict, latest: dict[str, str]) -> DictConfig:
+    """What one stage sees: the shared model/data/peft/seed and its own node (`<stage>.trainer`, or the best-of-N
+    settings); PPO and best-of-N get the latest reward model, and DPO after best-of-N trains on its pairs."""
+    node = {
+        "model": model,
+        "data": to_dict(cfg.data),
+        "peft": to_dict(cfg.peft),
+        "seed": cfg.seed,
+        "force": cfg.get("force", False),
+        **to_dict(cfg[stage]),
+    }
+    if stage in ("ppo", "bon"):
+        if "reward" not in latest:
+            raise ConfigError(f"pipeline.stages: the {stage} stage needs a reward stage before it")
+        node["reward_model"] = latest["reward"]
+    if stage == "dpo" and "bon" in latest:
+        pairs = {"name": "bon_pairs", "path": f"{latest['bon']}/pairs.jsonl", "format": "conversational"}
+        node["data"] = {**node["data"], **pairs, "on_invalid": "error", "max_rows": None}
+    return OmegaConf.create(node)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
-    model, outputs = to_dict(cfg.model), {}
+    model, latest, outputs = to_dict(cfg.model), {}, {}
     for stage in cfg.pipeline.stages:
         if stage not in STAGES:
             raise ConfigError(f"pipeline.stages: unknown stage {stage!r}; known: {sorted(STAGES)}")
-        outputs[stage] = str(STAGES[stage](stage_config(cfg, stage, model, outputs), run_dir))
+        name = stage if stage not in outputs else f"{stage}_{sum(s.split('_')[0] == stage for s in outputs) + 1}"
+        latest[stage] = outputs[name] = str(STAGES[stage](stage_config(cfg, stage, model, latest), run_dir, name))
         if stage in POLICY_STAGES:
-            model = {**model, "source": "pretrained", "path": outputs[stage]}
+            model = {**model, "source": "pretrained", "path": latest[stage]}
     title = (
         f"Pipeline {cfg.pipeline.name}: {' -> '.join(cfg.pipeline.stages)} on {cfg.model.name}, data {cfg.data.name}"
     )
-    evaluation.run(cfg, run_dir, outputs, title=title)
+    evaluation.run(cfg, run_dir, {k: v for k, v in outputs.items() if not k.startswith("bon")}, title=title)
 
 
 if __name__ == "__main__":

@@ -131,3 +131,18 @@ def test_config_typo_is_reported(tmp_path, stage):
         text=True,
     )
     assert proc.returncode != 0 and "betta" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_on_policy_pipeline_sft_bon_dpo_two_rounds(tmp_path):
+    recipe("pipeline", "pipeline=sft_bon_dpo", "pipeline.stages=[sft,reward,bon,dpo,bon,dpo]", *PIPELINE_FEW,
+           "bon.max_prompts=6", "bon.sampling.generation.max_new_tokens=8", f"hydra.run.dir={tmp_path}")
+    for stage in ("bon", "bon_2", "dpo", "dpo_2"):
+        assert (tmp_path / stage / "stage.json").exists(), stage
+    pairs = [json.loads(line) for line in (tmp_path / "bon" / "pairs.jsonl").read_text().splitlines()]
+    assert pairs and all(p["chosen_score"] >= p["rejected_score"] for p in pairs)
+    assert json.loads((tmp_path / "dpo" / "stage.json").read_text())["config"]["data"]["path"].endswith(
+        "bon/pairs.jsonl")
+    # the second round samples from the first round's DPO policy
+    assert json.loads((tmp_path / "bon_2" / "stage.json").read_text())["config"]["model"]["path"] == str(
+        tmp_path / "dpo")
+    assert (tmp_path / "bon" / "bon_curve.png").exists() and "| dpo_2 |" in (tmp_path / "report.md").read_text()

@@ -184,7 +184,8 @@ def split_train_eval(pairs: list[dict[str, Any]], eval_size: float | int, seed: 
     return DatasetDict(train=split["train"], eval=split["test"])
 
 
-def load_preferences(
+def _load(
+    convert: Callable[[Any, str], dict],
     path: str,
     format: str = "auto",
     split: str = "train",
@@ -195,35 +196,27 @@ def load_preferences(
     on_invalid: str = "error",
     max_rows: int | None = None,
 ) -> tuple[DatasetDict, DataReport]:
+    records = iter_records(path, split=split, data_dir=data_dir, revision=revision)
+    if max_rows:
+        records = itertools.islice(records, max_rows)
+    rows, report = convert_rows(records, path, lambda record: convert(record, format), on_invalid)
+    return split_train_eval(rows, eval_size, seed), report
+
+
+def load_preferences(path: str, **kwargs) -> tuple[DatasetDict, DataReport]:
     """Load preference data in any accepted format as a conversational train/eval `DatasetDict`, with its report.
 
-    `path` is a local file, a hub dataset id, or `demo` (the pairs shipped with trl_ext).
+    `path` is a local file, a hub dataset id, or `demo` (the pairs shipped with trl_ext). Keyword arguments:
+    `format` (auto | standard | conversational | hh), `split`, `data_dir` and `revision` (hub), `eval_size` (fraction
+    or rows), `seed` (of the split), `on_invalid` (error | skip), `max_rows`.
     """
-    records = iter_records(path, split=split, data_dir=data_dir, revision=revision)
-    if max_rows:
-        records = itertools.islice(records, max_rows)
-    pairs, report = convert_preferences(records, source=path, fmt=format, on_invalid=on_invalid)
-    return split_train_eval(pairs, eval_size, seed), report
+    return _load(to_conversational, path, **kwargs)
 
 
-def load_prompts(
-    path: str,
-    format: str = "auto",
-    split: str = "train",
-    data_dir: str | None = None,
-    revision: str | None = None,
-    eval_size: float | int = 0.1,
-    seed: int = 0,
-    on_invalid: str = "error",
-    max_rows: int | None = None,
-) -> tuple[DatasetDict, DataReport]:
-    """Prompts (`{"prompt": [messages]}`) from a prompt dataset or the prompt side of a preference dataset, split
-    like `load_preferences` (same seed, same rows on each side), for PPO, best-of-N and RLAIF."""
-    records = iter_records(path, split=split, data_dir=data_dir, revision=revision)
-    if max_rows:
-        records = itertools.islice(records, max_rows)
-    prompts, report = convert_rows(records, path, lambda record: to_prompt(record, format), on_invalid)
-    return split_train_eval(prompts, eval_size, seed), report
+def load_prompts(path: str, **kwargs) -> tuple[DatasetDict, DataReport]:
+    """Prompts (`{"prompt": [messages]}`) from a prompt dataset or the prompt side of a preference dataset, for
+    PPO, best-of-N and RLAIF; same arguments and same split as `load_preferences`."""
+    return _load(to_prompt, path, **kwargs)
 
 
 def chosen_as_completions(dataset: Dataset) -> Dataset:

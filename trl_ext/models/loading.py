@@ -130,6 +130,21 @@ def _sync_pad(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None)
     return model
 
 
+def _load_model(
+    auto_class, path: str, tokenizer, dtype, trust_remote_code: bool, revision: str | None, **extra
+) -> PreTrainedModel:
+    model = _from_pretrained(
+        auto_class,
+        path,
+        dtype=dtype or model_dtype(),
+        trust_remote_code=trust_remote_code,
+        revision=revision,
+        use_safetensors=True,
+        **extra,
+    )
+    return _sync_pad(model, tokenizer)
+
+
 def load_policy(
     path: str,
     tokenizer: PreTrainedTokenizerBase | None = None,
@@ -138,15 +153,7 @@ def load_policy(
     revision: str | None = None,
 ) -> PreTrainedModel:
     """A causal LM from a folder or hub id, in bf16 on capable GPUs and float32 elsewhere, safetensors only."""
-    model = _from_pretrained(
-        AutoModelForCausalLM,
-        path,
-        dtype=dtype or model_dtype(),
-        trust_remote_code=trust_remote_code,
-        revision=revision,
-        use_safetensors=True,
-    )
-    return _sync_pad(model, tokenizer)
+    return _load_model(AutoModelForCausalLM, path, tokenizer, dtype, trust_remote_code, revision)
 
 
 def load_reward_model(
@@ -157,13 +164,6 @@ def load_reward_model(
     revision: str | None = None,
 ) -> PreTrainedModel:
     """A reward model: `AutoModelForSequenceClassification` with one label (a fresh score head on a causal LM)."""
-    model = _from_pretrained(
-        AutoModelForSequenceClassification,
-        path,
-        num_labels=1,
-        dtype=dtype or model_dtype(),
-        trust_remote_code=trust_remote_code,
-        revision=revision,
-        use_safetensors=True,
+    return _load_model(
+        AutoModelForSequenceClassification, path, tokenizer, dtype, trust_remote_code, revision, num_labels=1
     )
-    return _sync_pad(model, tokenizer)
