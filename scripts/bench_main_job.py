@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import json
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,7 @@ def main(overrides: list[str]) -> None:
         f"hydra.run.dir={work / 'dpo'}",
     ]
     dpo_s = timed(dpo_cmd)
-    peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB, max over children
+    peak_gib = json.loads((work / "dpo" / "dpo" / "metrics.json").read_text())["peak_rss_gib"]  # the process's own
     history = json.loads((work / "dpo" / "dpo" / "log_history.json").read_text())
     tokens = max(h.get("num_tokens", 0) for h in history)
     runtime = next(h["train_runtime"] for h in history if "train_runtime" in h)
@@ -55,7 +54,7 @@ def main(overrides: list[str]) -> None:
         ("DPO stage alone: wall time", f"{dpo_s:.0f} s"),
         ("DPO stage: training time", f"{runtime:.0f} s"),
         ("DPO stage: tokens per second (policy, chosen+rejected)", f"{tokens / runtime:.0f}"),
-        ("peak resident memory (max of the two runs; the DPO stage dominates)", f"{peak_gib:.2f} GiB"),
+        ("DPO stage alone: peak resident memory of its process", f"{peak_gib:.2f} GiB"),
         (
             "held-out preference accuracy: SFT / DPO",
             f"{evaluation['sft']['implicit_accuracy']:.3f} / {evaluation['dpo']['implicit_accuracy']:.3f}",

@@ -25,8 +25,9 @@ def length_score(prompts, completions, **kwargs):
 
 @pytest.fixture
 def sampler(tiny_model, tiny_tokenizer):
-    return BestOfNSampler(tiny_model, tiny_tokenizer, length_score, n=4, batch_size=2,
-                          generation_kwargs={"max_new_tokens": 12})
+    return BestOfNSampler(
+        tiny_model, tiny_tokenizer, length_score, n=4, batch_size=2, generation_kwargs={"max_new_tokens": 12}
+    )
 
 
 def test_best_is_the_argmax_of_the_scorer(sampler):
@@ -40,20 +41,28 @@ def test_best_is_the_argmax_of_the_scorer(sampler):
 def test_same_seed_same_samples(sampler, tiny_model, tiny_tokenizer):
     first = [r.completions for r in sampler(PROMPTS)]
     assert first == [r.completions for r in sampler(PROMPTS)]
-    other = BestOfNSampler(tiny_model, tiny_tokenizer, length_score, n=4, batch_size=2, seed=1,
-                           generation_kwargs={"max_new_tokens": 12})
+    other = BestOfNSampler(
+        tiny_model, tiny_tokenizer, length_score, n=4, batch_size=2, seed=1, generation_kwargs={"max_new_tokens": 12}
+    )
     assert first != [r.completions for r in other(PROMPTS)]
 
 
 def test_batching_does_not_change_samples_count(tiny_model, tiny_tokenizer):
-    one = BestOfNSampler(tiny_model, tiny_tokenizer, length_score, n=3, batch_size=1,
-                         generation_kwargs={"max_new_tokens": 6})
+    one = BestOfNSampler(
+        tiny_model, tiny_tokenizer, length_score, n=3, batch_size=1, generation_kwargs={"max_new_tokens": 6}
+    )
     assert [len(r.completions) for r in one(PROMPTS)] == [3, 3, 3]
 
 
 def test_deduplication(tiny_model, tiny_tokenizer):
-    greedy = BestOfNSampler(tiny_model, tiny_tokenizer, length_score, n=5, deduplicate=True,
-                            generation_kwargs={"top_k": 1, "max_new_tokens": 6})  # sampling from the argmax only
+    greedy = BestOfNSampler(
+        tiny_model,
+        tiny_tokenizer,
+        length_score,
+        n=5,
+        deduplicate=True,
+        generation_kwargs={"top_k": 1, "max_new_tokens": 6},
+    )  # sampling from the argmax only
     results = greedy(PROMPTS[:1])
     assert len(results[0].completions) == 1 and results[0].n_duplicates == 4
 

@@ -134,15 +134,59 @@ def test_config_typo_is_reported(tmp_path, stage):
 
 
 def test_on_policy_pipeline_sft_bon_dpo_two_rounds(tmp_path):
-    recipe("pipeline", "pipeline=sft_bon_dpo", "pipeline.stages=[sft,reward,bon,dpo,bon,dpo]", *PIPELINE_FEW,
-           "bon.max_prompts=6", "bon.sampling.generation.max_new_tokens=8", f"hydra.run.dir={tmp_path}")
+    recipe(
+        "pipeline",
+        "pipeline=sft_bon_dpo",
+        "pipeline.stages=[sft,reward,bon,dpo,bon,dpo]",
+        *PIPELINE_FEW,
+        "bon.max_prompts=6",
+        "bon.sampling.generation.max_new_tokens=8",
+        f"hydra.run.dir={tmp_path}",
+    )
     for stage in ("bon", "bon_2", "dpo", "dpo_2"):
         assert (tmp_path / stage / "stage.json").exists(), stage
     pairs = [json.loads(line) for line in (tmp_path / "bon" / "pairs.jsonl").read_text().splitlines()]
     assert pairs and all(p["chosen_score"] >= p["rejected_score"] for p in pairs)
     assert json.loads((tmp_path / "dpo" / "stage.json").read_text())["config"]["data"]["path"].endswith(
-        "bon/pairs.jsonl")
+        "bon/pairs.jsonl"
+    )
     # the second round samples from the first round's DPO policy
     assert json.loads((tmp_path / "bon_2" / "stage.json").read_text())["config"]["model"]["path"] == str(
-        tmp_path / "dpo")
+        tmp_path / "dpo"
+    )
     assert (tmp_path / "bon" / "bon_curve.png").exists() and "| dpo_2 |" in (tmp_path / "report.md").read_text()
+
+
+def test_bon_recipe_two_processes_keep_prompt_order(tmp_path, tiny_path, tiny_tokenizer):
+    from trl_ext.data import load_prompts
+    from trl_ext.models import load_reward_model
+
+    load_reward_model(tiny_path, tiny_tokenizer).save_pretrained(tmp_path / "rm")
+    tiny_tokenizer.save_pretrained(tmp_path / "rm")
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    run_cmd(
+        [
+            accelerate,
+            "launch",
+            "--cpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "recipes/bon.py",
+            "model=tiny",
+            f"reward_model={tmp_path / 'rm'}",
+            "max_prompts=7",
+            "sampling.n=3",
+            "sampling.generation.max_new_tokens=4",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ]
+    )
+    best = [json.loads(line) for line in (tmp_path / "run" / "bon" / "best.jsonl").read_text().splitlines()]
+    expected = load_prompts("demo", eval_size=0.15, seed=42)[0]["train"]["prompt"][:7]
+    assert [row["prompt"] for row in best] == expected
+    assert all(len(row["scores"]) == 3 and row["best_score"] == max(row["scores"]) for row in best)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -103,7 +104,9 @@ def train_stage(stage: Stage, trainer: Trainer, extra_files: dict[str, Any] | No
     result = trainer.train(resume_from_checkpoint=checkpoint)
     train_metrics = getattr(result, "metrics", result)
     eval_metrics = trainer.evaluate() if getattr(trainer, "eval_dataset", None) is not None else {}
-    metrics = {**train_metrics, **eval_metrics}
+    # peak resident memory of this process so far (Linux reports KiB): the stage's own when it runs alone
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    metrics = {**train_metrics, **eval_metrics, "peak_rss_gib": round(peak_gib, 3)}
     with stage.publish(metrics) as out:
         save_model(trainer, out)
         if trainer.accelerator.is_main_process:
