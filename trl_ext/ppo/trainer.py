@@ -9,6 +9,7 @@ lives in `trl_ext.ppo.core` and `trl_ext.kl`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -97,12 +98,16 @@ class PolicyAndValue(nn.Module):
 
 
 def value_forward(model: PreTrainedModel, input_ids, attention_mask, position_ids, n_response: int) -> torch.Tensor:
-    """A scalar head's output at every position that predicts a response token. Shape: (b, t)."""
-    backbone = getattr(model, model.base_model_prefix)
+    """A scalar head's output at every position that predicts a response token. Shape: (b, t).
+
+    Works for a plain sequence classifier and for one wrapped with peft adapters (injected in place).
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(inner, inner.base_model_prefix)
     hidden = backbone(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
     ).last_hidden_state
-    return model.score(hidden[:, -n_response - 1 : -1]).squeeze(-1).float()
+    return inner.score(hidden[:, -n_response - 1 : -1]).squeeze(-1).float()
 
 
 class PPOTrainer:
@@ -150,20 +155,30 @@ class PPOTrainer:
             from peft import get_peft_model
 
             policy = get_peft_model(policy, peft_config)
-        if value_model is None:
-            value_model = (
-                copy.deepcopy(reward_model)
-                if reward_model is not None
-                else AutoModelForSequenceClassification.from_pretrained(
-                    policy.config.name_or_path if not self.is_peft else policy.get_base_model().config.name_or_path,
-                    num_labels=1,
-                    dtype=policy.dtype,
-                )
-            )
-            value_model.config.pad_token_id = processing_class.pad_token_id
+        reward_tokenizer = reward_processing_class or processing_class
         self.reward_funcs = list(reward_funcs or [])
-        if reward_model is not None:
-            self.reward_funcs.insert(0, RewardModelScorer(reward_model, reward_processing_class or processing_class))
+        if value_model is None and reward_model is not None and peft_config is not None:
+            # Memory-lean: the critic is the reward model plus adapters (and its own score head), and the reward is
+            # the same weights with the adapters disabled, as the reference is for the policy: no copy at all.
+            from peft import get_peft_model
+
+            critic_peft = dataclasses.replace(peft_config, task_type="SEQ_CLS", modules_to_save=["score"])
+            value_model = get_peft_model(reward_model, critic_peft)
+            self.reward_funcs.insert(0, RewardModelScorer(value_model, reward_tokenizer, adapters_disabled=True))
+        else:
+            if reward_model is not None:
+                self.reward_funcs.insert(0, RewardModelScorer(reward_model, reward_tokenizer))
+            if value_model is None:
+                value_model = (
+                    copy.deepcopy(reward_model)
+                    if reward_model is not None
+                    else AutoModelForSequenceClassification.from_pretrained(
+                        policy.get_base_model().config.name_or_path if self.is_peft else policy.config.name_or_path,
+                        num_labels=1,
+                        dtype=policy.dtype,
+                    )
+                )
+        value_model.config.pad_token_id = processing_class.pad_token_id
         if not self.reward_funcs:
             raise ValueError("PPOTrainer needs a reward_model or at least one reward function")
         for m in (policy, value_model):
@@ -204,6 +219,8 @@ class PPOTrainer:
             top_p=args.top_p,
             eos_token_id=processing_class.eos_token_id,
             pad_token_id=processing_class.pad_token_id,
+            return_dict_in_generate=True,
+            output_logits=True,
         )
         self.state, self.truncated_prompts = TrainerState(), 0  # global_step = updates done
 
@@ -267,18 +284,18 @@ class PPOTrainer:
         """Sample responses and score them; per-token rewards and whitened GAE advantages."""
         args, eos = self.args, self.tokenizer.eos_token_id
         queries, query_mask = batch["queries"], batch["query_mask"]
+        self.model.eval()
         with unwrap_model_for_generation(self.model, self.accelerator) as unwrapped, self.accelerator.autocast():
-            unwrapped.policy.eval()
+            # The sampling pass already computes the policy's logits at every response token: keep them rather
+            # than running the policy again (the log-probs match a fresh forward pass to float rounding).
             generated = unwrapped.policy.generate(
                 input_ids=queries, attention_mask=query_mask, generation_config=self.generation_config
             )
-        responses = generated[:, queries.shape[1] :]
-        mask = core.response_mask(responses, eos)
-        responses = responses.masked_fill(mask == 0, self.tokenizer.pad_token_id)
-        inputs, n = self._inputs(queries, query_mask, responses, mask), responses.shape[1]
-        self.model.eval()
-        with self.accelerator.autocast():
-            logits, values = self.model(*inputs, n_response=n)
+            responses, logits = generated.sequences[:, queries.shape[1] :], torch.stack(generated.logits, 1)
+            mask = core.response_mask(responses, eos)
+            responses = responses.masked_fill(mask == 0, self.tokenizer.pad_token_id)
+            inputs, n = self._inputs(queries, query_mask, responses, mask), responses.shape[1]
+            values = value_forward(unwrapped.value_model, *inputs, n_response=n)
             ref_logits = self._ref_logits(inputs, n)
         logprobs, entropy = self._logprobs(logits, responses)
         ref_logprobs, _ = self._logprobs(ref_logits, responses)
@@ -475,6 +492,8 @@ class PPOTrainer:
             policy.save_pretrained(output_dir)
             self.tokenizer.save_pretrained(output_dir)
             if self.args.save_value_model:
-                unwrapped.value_model.save_pretrained(output_dir / "value_model")
+                value = unwrapped.value_model
+                value = value.merge_and_unload() if hasattr(value, "merge_and_unload") else value
+                value.save_pretrained(output_dir / "value_model")
                 self.tokenizer.save_pretrained(output_dir / "value_model")
         self.accelerator.wait_for_everyone()

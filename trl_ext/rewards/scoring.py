@@ -3,6 +3,7 @@ GRPO/RLOO. Reward models are wrapped to meet it; every score is checked before i
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from numbers import Real
@@ -28,9 +29,15 @@ class RewardModelScorer:
     """
 
     def __init__(
-        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 8, max_length: int = 512
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        batch_size: int = 8,
+        max_length: int = 512,
+        adapters_disabled: bool = False,
     ):
         self.model, self.tokenizer, self.batch_size, self.max_length = model, tokenizer, batch_size, max_length
+        self.adapters_disabled = adapters_disabled  # a peft model whose base weights are the reward model
         self.__name__ = f"reward_model({getattr(model.config, 'name_or_path', '') or type(model).__name__})"
 
     def __call__(self, prompts: Sequence, completions: Sequence, **kwargs) -> list[float]:
@@ -38,9 +45,10 @@ class RewardModelScorer:
 
         prompts = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts]
         completions = [as_messages(c) for c in completions]
-        return reward_scores(
-            self.model, self.tokenizer, prompts, completions, self.batch_size, self.max_length
-        ).tolist()
+        with self.model.disable_adapter() if self.adapters_disabled else contextlib.nullcontext():
+            return reward_scores(
+                self.model, self.tokenizer, prompts, completions, self.batch_size, self.max_length
+            ).tolist()
 
 
 def func_name(fn: Callable) -> str:
