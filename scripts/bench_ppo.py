@@ -108,10 +108,15 @@ def worker_upstream(model_dir: str, updates: int) -> dict:
 def worker_ours(model_dir: str, updates: int, lora: bool) -> dict:
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
 
     from trl_ext.models import load_policy, load_reward_model, load_tokenizer
     from trl_ext.ppo import PPOConfig, PPOTrainer
+
+    peft_config = None
+    if lora:  # imported only when used, so the full run's memory has nothing the upstream run lacks
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear")
 
     tok = load_tokenizer(model_dir)
     data = Dataset.from_dict({"prompt": demo_prompts(SETTINGS["batch"] * updates)})
@@ -135,7 +140,7 @@ def worker_ours(model_dir: str, updates: int, lora: bool) -> dict:
         tok,
         data,
         reward_model=load_reward_model(model_dir, tok, dtype=torch.float32),
-        peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear") if lora else None,
+        peft_config=peft_config,
     )
     trainer.train()
     history = trainer.state.log_history

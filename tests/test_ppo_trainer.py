@@ -160,10 +160,25 @@ def test_memory_lean_critic_shares_the_frozen_reward_model(tmp_path, tiny_path, 
     reward_model = load_reward_model(tiny_path, tiny_tokenizer)
     probe = (prompts["prompt"][:3], ["a short answer", "another one", "and a third"])
     before = RewardModelScorer(reward_model, tiny_tokenizer)(*probe)
-    args = PPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=4, max_steps=2,
-                     response_length=8, save_steps=0, sample_every=0, learning_rate=1e-2)
-    trainer = PPOTrainer(load_policy(tiny_path, tiny_tokenizer), args, tiny_tokenizer, prompts,
-                         reward_model=reward_model, peft_config=LoraConfig(r=4, target_modules="all-linear"))
+    args = PPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=4,
+        max_steps=2,
+        response_length=8,
+        save_steps=0,
+        sample_every=0,
+        learning_rate=1e-2,
+    )
+    trainer = PPOTrainer(
+        load_policy(tiny_path, tiny_tokenizer),
+        args,
+        tiny_tokenizer,
+        prompts,
+        reward_model=reward_model,
+        peft_config=LoraConfig(r=4, target_modules="all-linear"),
+    )
     critic = trainer.accelerator.unwrap_model(trainer.model).value_model
     assert trainer.reward_funcs[0].model is critic and trainer.ref_model is None  # one copy of each base
     trainer.train()

@@ -292,6 +292,7 @@ class PPOTrainer:
                 input_ids=queries, attention_mask=query_mask, generation_config=self.generation_config
             )
             responses, logits = generated.sequences[:, queries.shape[1] :], torch.stack(generated.logits, 1)
+            del generated
             mask = core.response_mask(responses, eos)
             responses = responses.masked_fill(mask == 0, self.tokenizer.pad_token_id)
             inputs, n = self._inputs(queries, query_mask, responses, mask), responses.shape[1]
