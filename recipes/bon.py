@@ -30,7 +30,7 @@ def run(cfg: DictConfig, run_dir: str | Path, name: str = "bon") -> Path:
     state = PartialState()
     path = model_path(cfg.model)
     tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code)
-    prompts = load_prompts(**node_kwargs(cfg.data))[0]["train"]["prompt"][: cfg.max_prompts]
+    prompts = list(load_prompts(**node_kwargs(cfg.data))[0]["train"]["prompt"])[: cfg.max_prompts]
     rm_tokenizer = load_tokenizer(cfg.reward_model)
     sampling = to_dict(cfg.sampling)
     sampler = BestOfNSampler(

@@ -123,7 +123,7 @@ def test_prompts_from_prompt_rows_and_preference_rows(tmp_path):
         {"question": "wrong key"},
     ]
     data, report = load_prompts(write_jsonl(tmp_path / "p.jsonl", rows), on_invalid="skip", eval_size=1)
-    prompts = sorted(p[0]["content"] for p in data["train"]["prompt"] + data["eval"]["prompt"])
+    prompts = sorted(p[0]["content"] for p in list(data["train"]["prompt"]) + list(data["eval"]["prompt"]))
     assert prompts == ["How do I boil an egg?", "as messages", "plain text"]
     assert dict(report.problems) == {"bad_messages": 1, "missing_field": 1}
     # an empty response does not spoil the prompt of a preference row

@@ -49,6 +49,7 @@ def test_model_sources_and_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="Unknown model.source"):
         resolve_model_path("nope")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # read at import time
     with pytest.raises(OSError, match="Could not load 'no-such-org/no-such-model' as a hub id.*HF_HUB_OFFLINE"):
         load_tokenizer("no-such-org/no-such-model")
 

@@ -187,6 +187,6 @@ def test_bon_recipe_two_processes_keep_prompt_order(tmp_path, tiny_path, tiny_to
         ]
     )
     best = [json.loads(line) for line in (tmp_path / "run" / "bon" / "best.jsonl").read_text().splitlines()]
-    expected = load_prompts("demo", eval_size=0.15, seed=42)[0]["train"]["prompt"][:7]
+    expected = list(load_prompts("demo", eval_size=0.15, seed=42)[0]["train"]["prompt"])[:7]
     assert [row["prompt"] for row in best] == expected
     assert all(len(row["scores"]) == 3 and row["best_score"] == max(row["scores"]) for row in best)
