@@ -23,6 +23,21 @@ def prompts():
     return load_prompts("demo")[0]["train"]
 
 
+def small_config(tmp_path, **overrides) -> PPOConfig:
+    args = dict(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=4,
+        max_steps=1,
+        response_length=8,
+        save_steps=0,
+        sample_every=0,
+        learning_rate=1e-3,
+    )
+    return PPOConfig(**{**args, **overrides})
+
+
 def make_trainer(tmp_path, tiny_path, tiny_tokenizer, prompts, reward=letter_e_reward, **overrides):
     args = dict(
         output_dir=str(tmp_path),
@@ -100,17 +115,7 @@ def test_resume_gives_the_same_result(tmp_path, tiny_path, tiny_tokenizer, promp
 def test_lora_policy_uses_the_base_as_reference(tmp_path, tiny_path, tiny_tokenizer, prompts):
     from peft import LoraConfig
 
-    args = PPOConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        per_device_train_batch_size=4,
-        max_steps=1,
-        response_length=8,
-        save_steps=0,
-        sample_every=0,
-        learning_rate=1e-3,
-    )
+    args = small_config(tmp_path, max_steps=1, learning_rate=1e-3)
     trainer = PPOTrainer(
         load_policy(tiny_path, tiny_tokenizer),
         args,
@@ -160,17 +165,7 @@ def test_memory_lean_critic_shares_the_frozen_reward_model(tmp_path, tiny_path, 
     reward_model = load_reward_model(tiny_path, tiny_tokenizer)
     probe = (prompts["prompt"][:3], ["a short answer", "another one", "and a third"])
     before = RewardModelScorer(reward_model, tiny_tokenizer)(*probe)
-    args = PPOConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        per_device_train_batch_size=4,
-        max_steps=2,
-        response_length=8,
-        save_steps=0,
-        sample_every=0,
-        learning_rate=1e-2,
-    )
+    args = small_config(tmp_path, max_steps=2, learning_rate=1e-2)
     trainer = PPOTrainer(
         load_policy(tiny_path, tiny_tokenizer),
         args,
