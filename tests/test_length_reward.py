@@ -1,0 +1,105 @@
+"""Length-controlled reward on synthetic data where the base reward is quality + c * length."""
+
+import random
+
+import pytest
+import torch
+
+from trl_ext.rewards import LengthControlledReward
+
+
+def pearson(x, y):
+    x, y = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
+    x, y = x - x.mean(), y - y.mean()
+    return (x @ y / (x.norm() * y.norm())).item()
+
+
+def spearman(x, y):
+    rank = lambda v: torch.tensor(v).argsort().argsort().tolist()  # noqa: E731
+    return pearson(rank(x), rank(y))
+
+
+@pytest.fixture
+def synthetic():
+    rng = random.Random(0)
+    quality = [rng.random() for _ in range(2000)]
+    completions = [f"{i:04d}" + "x" * rng.randint(10, 300) for i in range(len(quality))]  # unique texts
+    by_text = dict(zip(completions, quality))
+
+    def base(prompts, completions, **kwargs):  # quality + 0.01 per character: a verbosity-biased reward
+        return [by_text[c] + 0.01 * len(c) for c in completions]
+
+    return quality, completions, base
+
+
+@pytest.mark.parametrize("mode", ["regression", "linear"])
+def test_controlled_reward_forgets_length_but_keeps_quality(synthetic, mode):
+    quality, completions, base = synthetic
+    lengths = [len(c) for c in completions]
+    raw = base(None, completions)
+    assert pearson(raw, lengths) > 0.9  # the bias is real
+    lc = LengthControlledReward(base, mode=mode, alpha=0.01)
+    controlled = lc(["p"] * len(completions), completions)
+    assert abs(pearson(controlled, lengths)) < 0.05
+    assert spearman(controlled, quality) >= 0.9
+
+
+def test_regression_fitted_on_reference_then_frozen(synthetic):
+    quality, completions, base = synthetic
+    lc = LengthControlledReward(base, mode="regression").fit(["p"] * 1000, completions[:1000])
+    slope, _ = lc.slope_and_mean_length
+    assert slope == pytest.approx(0.01, abs=1e-3)
+    held_out = lc(["p"] * 1000, completions[1000:])
+    assert abs(pearson(held_out, [len(c) for c in completions[1000:]])) < 0.1
+    assert lc.slope_and_mean_length == (slope, lc.slope_and_mean_length[1])  # not updated by scoring
+
+
+def test_target_and_normalized_modes(tiny_tokenizer):
+    def constant(prompts, completions, **kwargs):
+        return [1.0] * len(completions)
+
+    target = LengthControlledReward(constant, mode="target", alpha=0.1, target_length=5)
+    assert target(["p", "p"], ["abc", "abcdefgh"]) == pytest.approx([1.0, 0.7])
+    normalized = LengthControlledReward(constant, mode="normalized", tokenizer=tiny_tokenizer)
+    messages = [[{"role": "assistant", "content": "hello there"}]]
+    n_tokens = len(tiny_tokenizer("hello there", add_special_tokens=False)["input_ids"])
+    assert normalized(["p"], messages) == pytest.approx([1.0 / n_tokens])
+    with pytest.raises(ValueError, match="target_length"):
+        LengthControlledReward(constant, mode="target")
+    assert normalized.__name__ == "length_controlled_normalized(constant)"
+
+
+def test_grpo_trainer_runs_with_a_length_controlled_reward(tmp_path, tiny_path, tiny_tokenizer):
+    """TRL's own GRPOTrainer takes LengthControlledReward as a reward function."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from trl_ext.models import load_policy
+
+    def letter_e(prompts, completions, **kwargs):
+        return [c[0]["content"].count("e") / 10 for c in completions]
+
+    reward = LengthControlledReward(letter_e, mode="linear", alpha=0.001, tokenizer=tiny_tokenizer)
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": f"Say something {i}"}]} for i in range(8)])
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        max_steps=2,
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=8,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+    )
+    trainer = GRPOTrainer(
+        model=load_policy(tiny_path, tiny_tokenizer),
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=data,
+        processing_class=tiny_tokenizer,
+    )
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if any(k.startswith("rewards/length_controlled") for k in h)]
+    assert len(logged) == 2
