@@ -2,6 +2,7 @@
 weights with the adapters disabled, so no second copy is held).
 
     python recipes/dpo.py [model=tiny] [trainer.beta=0.2] [trainer.loss_type=[ipo]] [peft=none]
+    python recipes/dpo.py rdpo_alpha=0.01      # R-DPO: length-regularised margin (TRL's LD-DPO: trainer.ld_alpha)
     accelerate launch --config_file conf/accelerate/cpu.yaml recipes/dpo.py model=tiny
 """
 
@@ -11,20 +12,22 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from trl_ext._compat import DPOConfig, DPOTrainer
+from trl_ext._compat import DPOConfig
+from trl_ext.dpo import LengthRegularizedDPOTrainer
 from trl_ext.errors import report_user_errors
 from trl_ext.models import load_policy
 from trl_ext.training import peft_config, run_stage, trainer_config
 
 
-def build_trainer(cfg: DictConfig, path: str, tokenizer, data, work_dir: Path) -> DPOTrainer:
-    return DPOTrainer(
+def build_trainer(cfg: DictConfig, path: str, tokenizer, data, work_dir: Path) -> LengthRegularizedDPOTrainer:
+    return LengthRegularizedDPOTrainer(
         model=load_policy(path, tokenizer, trust_remote_code=cfg.model.trust_remote_code),
         args=trainer_config(DPOConfig, cfg.trainer, work_dir),
         train_dataset=data["train"],
         eval_dataset=data["eval"],
         processing_class=tokenizer,
         peft_config=peft_config(cfg.peft),
+        rdpo_alpha=cfg.get("rdpo_alpha", 0.0),
     )
 
 

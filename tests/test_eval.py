@@ -56,5 +56,6 @@ def test_evaluate_policy_and_reward_model(tmp_path, tiny_path, tiny_tokenizer):
     report = write_report(tmp_path, result, {"dpo": [{"step": 1, "loss": 0.7}, {"step": 2, "loss": 0.6}]}, "T")
     text = report.read_text()
     assert "| same |" in text and "| rm |" in text and "training_curves.png" in text
-    assert (tmp_path / "training_curves.png").stat().st_size > 1000
+    assert (tmp_path / "training_curves.png").stat().st_size > 1000 and (tmp_path / "lengths.png").exists()
+    assert "## Length diagnostics" in text and abs(same["length_pearson"]) <= 1 and "rejected" in result["lengths"]
     assert json.loads((tmp_path / "metrics.json").read_text())["n_pairs"] == 3

@@ -44,6 +44,7 @@ def test_pipeline_skips_complete_stages_and_refuses_changed_config(tmp_path):
     recipe("pipeline", *PIPELINE_FEW, f"hydra.run.dir={tmp_path}")
     report = (tmp_path / "report.md").read_text()
     assert "| sft |" in report and "| dpo |" in report and (tmp_path / "training_curves.png").exists()
+    assert "## Length diagnostics" in report and (tmp_path / "lengths.png").exists()
     metrics = json.loads((tmp_path / "metrics.json").read_text())["models"]
     assert {"implicit_accuracy", "kl_proxy", "gen_length"} <= set(metrics["dpo"])
     stamp = (tmp_path / "dpo" / "stage.json").stat().st_mtime
@@ -62,6 +63,11 @@ def test_pipeline_skips_complete_stages_and_refuses_changed_config(tmp_path):
 
     recipe("pipeline", *PIPELINE_FEW, "dpo.trainer.beta=0.5", "+force=true", f"hydra.run.dir={tmp_path}")
     assert json.loads((tmp_path / "dpo" / "stage.json").read_text())["config"]["trainer"]["beta"] == 0.5
+
+
+def test_dpo_recipe_with_length_regularisation(tmp_path):
+    recipe("dpo", *FEW, "rdpo_alpha=0.01", f"hydra.run.dir={tmp_path}")
+    assert json.loads((tmp_path / "dpo" / "stage.json").read_text())["config"]["rdpo_alpha"] == 0.01
 
 
 def test_rlhf_pipeline_sft_rm_ppo(tmp_path):

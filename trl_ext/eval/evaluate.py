@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from datasets import Dataset
 
 from trl_ext.eval.metrics import completion_logps, generate, preference_metrics, reward_scores
@@ -38,7 +39,9 @@ def evaluate_models(
     Policies: `implicit_accuracy`/`implicit_margin` (beta * log pi/pi_ref), `logp_accuracy` (reference-free: is
     the chosen response more likely?), mean log-ratios to the reference on chosen and rejected, the mean log-ratio
     of the model's own greedy answers (a KL proxy), and their mean length in tokens. Reward models: accuracy and
-    margin of their scores.
+    margin of their scores. Length diagnostics for every model: Pearson and Spearman correlation between its reward
+    (implicit or score) and the length in tokens of the chosen and rejected responses; `lengths` holds the token
+    lengths of chosen, rejected and each model's generations, for histograms.
     """
     prompts, chosen, rejected = pairs["prompt"], pairs["chosen"], pairs["rejected"]
     gen_prompts = prompts[:n_generate]
@@ -48,12 +51,25 @@ def evaluate_models(
     ref_c = completion_logps(ref, tokenizer, prompts, chosen, **kw)
     ref_r = completion_logps(ref, tokenizer, prompts, rejected, **kw)
 
-    def answer(model, tok) -> tuple[list[str], dict[str, float]]:
-        texts = generate(model, tok, gen_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-        lengths = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
-        return texts, {"gen_length": sum(lengths) / max(len(lengths), 1)}
+    def n_tokens(responses) -> list[int]:
+        return [len(tokenizer(r[0]["content"], add_special_tokens=False)["input_ids"]) for r in responses]
 
-    base_texts, base_gen = answer(ref, tokenizer)
+    pair_lengths = torch.tensor(n_tokens(chosen) + n_tokens(rejected), dtype=torch.float64)
+    lengths: dict[str, list[int]] = {"chosen": n_tokens(chosen), "rejected": n_tokens(rejected)}
+
+    def answer(name, model, tok) -> tuple[list[str], dict[str, float]]:
+        texts = generate(model, tok, gen_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        lengths[f"generated: {name}"] = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+        return texts, {"gen_length": sum(lengths[f"generated: {name}"]) / max(len(texts), 1)}
+
+    def length_bias(reward_chosen: torch.Tensor, reward_rejected: torch.Tensor) -> dict[str, float]:
+        rewards = torch.cat([reward_chosen, reward_rejected]).double()
+        return {
+            "length_pearson": correlation(rewards, pair_lengths),
+            "length_spearman": correlation(rank(rewards), rank(pair_lengths)),
+        }
+
+    base_texts, base_gen = answer("base", ref, tokenizer)
     results: dict[str, Any] = {"base": {"kind": "policy", **preference_metrics(ref_c, ref_r, "logp_"), **base_gen}}
     examples = {"prompt": [p[-1]["content"] for p in gen_prompts[:n_examples]], "base": base_texts[:n_examples]}
     for name, path in models.items():
@@ -61,17 +77,16 @@ def evaluate_models(
         tok = load_tokenizer(path)
         if is_reward_model(path):
             model = load_reward_model(path, tok)
-            results[name] = {
-                "kind": "reward",
-                **preference_metrics(
-                    reward_scores(model, tok, prompts, chosen, **kw), reward_scores(model, tok, prompts, rejected, **kw)
-                ),
-            }
+            score_c, score_r = (
+                reward_scores(model, tok, prompts, chosen, **kw),
+                reward_scores(model, tok, prompts, rejected, **kw),
+            )
+            results[name] = {"kind": "reward", **preference_metrics(score_c, score_r), **length_bias(score_c, score_r)}
             continue
         model = load_policy(path, tok)
         pol_c = completion_logps(model, tok, prompts, chosen, **kw)
         pol_r = completion_logps(model, tok, prompts, rejected, **kw)
-        texts, gen = answer(model, tok)
+        texts, gen = answer(name, model, tok)
         as_messages = [[{"role": "assistant", "content": t}] for t in texts]
         kl_proxy = (
             completion_logps(model, tok, gen_prompts, as_messages, **kw)
@@ -85,7 +100,20 @@ def evaluate_models(
             "logratio_rejected": (pol_r - ref_r).mean().item(),
             "kl_proxy": kl_proxy.item(),
             **gen,
+            **length_bias(pol_c - ref_c, pol_r - ref_r),
         }
         examples[name] = texts[:n_examples]
         del model
-    return {"n_pairs": len(pairs), "beta": beta, "models": results, "examples": examples}
+    return {"n_pairs": len(pairs), "beta": beta, "models": results, "examples": examples, "lengths": lengths}
+
+
+def rank(x: torch.Tensor) -> torch.Tensor:
+    """Ranks of `x` (ties broken by position), for Spearman's correlation."""
+    return x.argsort().argsort().double()
+
+
+def correlation(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Pearson correlation of two 1-D tensors (0 when either is constant)."""
+    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
+    denominator = x.norm() * y.norm()
+    return (x @ y / denominator).item() if denominator > 0 else 0.0

@@ -71,8 +71,56 @@ def plot_training(histories: dict[str, list[dict[str, Any]]], path: Path) -> Pat
     return path
 
 
+def plot_lengths(lengths: dict[str, list[int]], path: Path) -> Path:
+    """Histograms of response lengths in tokens: chosen, rejected, and each model's greedy generations."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    top = max(max(v, default=0) for v in lengths.values()) + 1
+    bins = list(range(0, top + max(top // 20, 1), max(top // 20, 1)))
+    for name, values in lengths.items():
+        if values:
+            ax.hist(values, bins=bins, histtype="step", density=True, linewidth=1.5, label=f"{name} (n={len(values)})")
+    ax.set_xlabel("response length (tokens)")
+    ax.set_ylabel("density")
+    ax.set_title("Response lengths")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else ("" if value is None else str(value))
+
+
+def _length_section(evaluation: dict[str, Any], run_dir: Path) -> list[str]:
+    """Reward-versus-length correlations per model, mean generated length against the base, length histograms."""
+    models, lengths = evaluation["models"], evaluation.get("lengths", {})
+    rows = [(name, m) for name, m in models.items() if "length_pearson" in m or "gen_length" in m]
+    if not rows:
+        return []
+    base_length = models.get("base", {}).get("gen_length")
+    lines = [
+        "",
+        "## Length diagnostics",
+        "",
+        "| model | reward-length Pearson | reward-length Spearman | mean generated length | vs base |",
+        "|---|---|---|---|---|",
+    ]
+    for name, m in rows:
+        change = m["gen_length"] - base_length if "gen_length" in m and base_length is not None else None
+        lines.append(
+            f"| {name} | {_fmt(m.get('length_pearson'))} | {_fmt(m.get('length_spearman'))} | "
+            f"{_fmt(m.get('gen_length'))} | {'' if change is None or name == 'base' else f'{change:+.1f}'} |"
+        )
+    lines += [
+        "",
+        "Correlations are between each model's reward (implicit for policies, score for reward models) and "
+        "the length in tokens of the held-out chosen and rejected responses: far from 0 means a length bias.",
+    ]
+    if lengths:
+        lines += ["", f"![length histograms]({plot_lengths(lengths, run_dir / 'lengths.png').name})"]
+    return lines
 
 
 def write_report(
@@ -97,6 +145,7 @@ def write_report(
         "than the rejected one (no reference); KL proxy: mean log(pi/pi_ref) of the model's own greedy answers; "
         "gen. length: mean tokens of those answers.",
     ]
+    lines += _length_section(evaluation, run_dir)
     plot = plot_training(histories, run_dir / "training_curves.png")
     if plot:
         lines += ["", "## Training curves", "", f"![training curves]({plot.name})"]
