@@ -18,6 +18,17 @@ __all__ = [
 
 # Building blocks for our PPO (TRL's own PPOTrainer was removed in 1.13).
 from trl.models.utils import unwrap_model_for_generation  # noqa: E402
-from trl.trainer.utils import disable_dropout_in_model, selective_log_softmax_and_entropy  # noqa: E402
+from trl.trainer.utils import (  # noqa: E402
+    disable_dropout_in_model,
+    pad,
+    selective_log_softmax,
+    selective_log_softmax_and_entropy,
+)
 
-__all__ += ["disable_dropout_in_model", "selective_log_softmax_and_entropy", "unwrap_model_for_generation"]
+__all__ += [
+    "disable_dropout_in_model",
+    "pad",
+    "selective_log_softmax",
+    "selective_log_softmax_and_entropy",
+    "unwrap_model_for_generation",
+]

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from trl_ext._compat import maybe_apply_chat_template
+from trl_ext._compat import maybe_apply_chat_template, pad, selective_log_softmax
 
 Messages = list[dict[str, str]]
 
@@ -25,13 +25,9 @@ def _batches(items: Sequence, batch_size: int, desc: str) -> Any:
 
 
 def _pad(rows: list[list[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        span = slice(0, len(row)) if side == "right" else slice(width - len(row), width)
-        ids[i, span], mask[i, span] = torch.tensor(row), 1
-    return ids, mask
+    """Token-id rows as a padded batch and its attention mask (TRL's `pad`)."""
+    tensors = [torch.tensor(row, dtype=torch.long) for row in rows]
+    return pad(tensors, pad_id, side), pad([torch.ones_like(t) for t in tensors], 0, side)
 
 
 def encode_completion(
@@ -64,8 +60,8 @@ def completion_logps(
     for batch in _batches(encoded, batch_size, "log-probs"):
         ids, mask = _pad([ids for ids, _ in batch], tokenizer.pad_token_id)
         ids, mask = ids.to(model.device), mask.to(model.device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        token_logps = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # predicts t+1
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        token_logps = selective_log_softmax(logits.float(), ids[:, 1:])  # position t predicts token t+1
         for i, (row, n_completion) in enumerate(batch):
             out.append(token_logps[i, len(row) - 1 - n_completion : len(row) - 1].sum().item())
     return torch.tensor(out)
