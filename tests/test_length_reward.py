@@ -103,3 +103,32 @@ def test_grpo_trainer_runs_with_a_length_controlled_reward(tmp_path, tiny_path, 
     trainer.train()
     logged = [h for h in trainer.state.log_history if any(k.startswith("rewards/length_controlled") for k in h)]
     assert len(logged) == 2
+
+
+def test_plugs_into_our_ppo_and_best_of_n(tmp_path, tiny_path, tiny_model, tiny_tokenizer):
+    from datasets import Dataset
+
+    from trl_ext.models import load_policy
+    from trl_ext.ppo import PPOConfig, PPOTrainer
+    from trl_ext.sampling import BestOfNSampler
+
+    def chars(prompts, completions, **kwargs):
+        return [float(len(c if isinstance(c, str) else c[0]["content"])) for c in completions]
+
+    reward = LengthControlledReward(chars, mode="normalized")  # 1 per character: every sample scores 1
+    results = BestOfNSampler(tiny_model, tiny_tokenizer, reward, n=3, generation_kwargs={"max_new_tokens": 6})(["hi"])
+    assert all(s == pytest.approx(1.0) for s in results[0].scores if results[0].completions)
+    args = PPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=4,
+        max_steps=1,
+        response_length=6,
+        save_steps=0,
+        sample_every=0,
+    )
+    prompts = Dataset.from_list([{"prompt": "Say something."}] * 4)
+    trainer = PPOTrainer(load_policy(tiny_path, tiny_tokenizer), args, tiny_tokenizer, prompts, reward_funcs=[reward])
+    trainer.train()
+    assert trainer.state.log_history[0]["objective/scores"] == pytest.approx(1.0, abs=0.3)
