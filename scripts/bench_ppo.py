@@ -151,7 +151,6 @@ def worker_ours(model_dir: str, updates: int, lora: bool) -> dict:
 
 
 def worker_dpo(model_dir: str, updates: int, lora: bool) -> dict:
-    from datasets import Dataset
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
@@ -181,7 +180,7 @@ def worker_dpo(model_dir: str, updates: int, lora: bool) -> dict:
     trainer = DPOTrainer(
         model=load_policy(model_dir, tok),
         args=args,
-        train_dataset=Dataset.from_list(list(pairs)),
+        train_dataset=pairs,
         processing_class=tok,
         callbacks=[Clock()],
         peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear") if lora else None,

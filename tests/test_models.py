@@ -23,10 +23,14 @@ def test_tiny_tokenizer_has_chat_template_and_distinct_pad(tiny_tokenizer):
     assert tok.decode(tok("Any text, even ünïcode.")["input_ids"]) == "Any text, even ünïcode."
 
 
-def test_tiny_model_generates_until_eos(tiny_model, tiny_tokenizer):
+def test_tiny_model_stops_at_eos_and_pads_with_pad(tiny_model, tiny_tokenizer):
+    cfg = tiny_model.generation_config
+    assert (cfg.eos_token_id, cfg.pad_token_id) == (tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id)
+    with torch.no_grad():  # make EOS the only likely token: generation must stop right after it
+        tiny_model.lm_head.weight[tiny_tokenizer.eos_token_id] += 100.0
     ids = tiny_tokenizer("hello", return_tensors="pt")
     out = tiny_model.generate(**ids, max_new_tokens=5, do_sample=False)
-    assert out.shape[1] <= ids["input_ids"].shape[1] + 5
+    assert out[0, ids["input_ids"].shape[1] :].tolist() == [tiny_tokenizer.eos_token_id]
 
 
 def test_ensure_pad_token_prefers_a_spare_token(tiny_path):
