@@ -1,5 +1,6 @@
-"""R-DPO as an extension of TRL's DPOTrainer: alpha = 0 is TRL's loss exactly; alpha > 0 subtracts
-alpha * (|y_w| - |y_l|) from the margin inside the sigmoid."""
+"""Our extensions of TRL's DPOTrainer. R-DPO: alpha = 0 is TRL's loss exactly; alpha > 0 subtracts
+alpha * (|y_w| - |y_l|) from the margin inside the sigmoid. LeanDPOTrainer: the same losses and gradients as TRL's
+from chunked log-probs of the completion tokens; length grouping and the padding fraction it logs."""
 
 import math
 
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 
 from trl_ext._compat import DPOConfig, DPOTrainer
-from trl_ext.dpo import LengthRegularizedDPOTrainer
+from trl_ext.dpo import LeanDPOTrainer, LengthRegularizedDPOTrainer
 from trl_ext.models import load_policy
 
 PAIR = {
@@ -24,25 +25,26 @@ def first_loss(trainer) -> torch.Tensor:
     return trainer.compute_loss(trainer.model, batch)
 
 
-def build(tmp_path, tiny_path, tokenizer, cls=DPOTrainer, loss_type=("sigmoid",), **kwargs):
+def build(tmp_path, tiny_path, tokenizer, cls=DPOTrainer, loss_type=("sigmoid",), rows=(PAIR,), config=None, **kwargs):
+    settings = {"precompute_ref_log_probs": True, "per_device_train_batch_size": 1, "bf16": False, **(config or {})}
     args = DPOConfig(
         output_dir=str(tmp_path),
         use_cpu=True,
-        bf16=False,
-        precompute_ref_log_probs=True,
-        per_device_train_batch_size=1,
         report_to="none",
         max_length=128,
         beta=0.1,
         loss_type=list(loss_type),
         gradient_checkpointing=False,
+        **settings,
     )
     torch.manual_seed(0)
     model = load_policy(tiny_path, tokenizer)
     with torch.no_grad():  # move the policy away from its reference so the margin is not zero
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))
-    return cls(model=model, args=args, train_dataset=Dataset.from_list([PAIR]), processing_class=tokenizer, **kwargs)
+    return cls(
+        model=model, args=args, train_dataset=Dataset.from_list(list(rows)), processing_class=tokenizer, **kwargs
+    )
 
 
 @pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
@@ -75,3 +77,88 @@ def test_alpha_subtracts_the_length_difference_from_the_margin(tmp_path, tiny_pa
 def test_rdpo_refuses_settings_it_cannot_express(tmp_path, tiny_path, tiny_tokenizer):
     with pytest.raises(ValueError, match="margin losses"):
         build(tmp_path, tiny_path, tiny_tokenizer, LengthRegularizedDPOTrainer, loss_type=("ipo",), rdpo_alpha=0.1)
+
+
+def pair(question: str, good: str, bad: str) -> dict:
+    return {
+        "prompt": [{"role": "user", "content": question}],
+        "chosen": [{"role": "assistant", "content": good}],
+        "rejected": [{"role": "assistant", "content": bad}],
+    }
+
+
+PAIRS = [
+    PAIR,
+    pair("Is it rude to interrupt?", "Usually, yes: let people finish first.", "Who cares."),
+    pair("Hi", "Hello! How can I help you today? Ask me anything about cooking.", "What."),
+]
+
+
+def loss_and_grads(trainer) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    trainer.model.zero_grad()
+    loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize(
+    ("loss_type", "alpha", "precompute"),
+    [("sigmoid", 0.0, True), ("ipo", 0.0, True), ("sigmoid", 0.05, True), ("sigmoid", 0.0, False)],
+)
+def test_lean_dpo_matches_trl_loss_and_gradients(tmp_path, tiny_path, tiny_tokenizer, loss_type, alpha, precompute):
+    config = {"precompute_ref_log_probs": precompute}
+    common = {"loss_type": (loss_type,), "rows": PAIRS, "config": config, "rdpo_alpha": alpha}
+    trl = build(tmp_path / "trl", tiny_path, tiny_tokenizer, LengthRegularizedDPOTrainer, **common)
+    # 4-token chunks: the chunked path really loops over chunks on these short sequences
+    lean = build(tmp_path / "lean", tiny_path, tiny_tokenizer, LeanDPOTrainer, logps_chunk_tokens=4, **common)
+    if precompute:
+        for column in ("ref_chosen_logps", "ref_rejected_logps"):
+            torch.testing.assert_close(
+                torch.tensor(lean.train_dataset[column]), torch.tensor(trl.train_dataset[column]), rtol=1e-5, atol=1e-5
+            )
+    trl_loss, trl_grads = loss_and_grads(trl)
+    lean_loss, lean_grads = loss_and_grads(lean)
+    assert lean.chunked_logps and trl_loss.item() > 0
+    torch.testing.assert_close(lean_loss, trl_loss, rtol=1e-5, atol=1e-6)
+    assert trl_grads.keys() == lean_grads.keys() and len(trl_grads) > 10
+    for name, grad in trl_grads.items():
+        torch.testing.assert_close(lean_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_lean_dpo_with_lora_reference_is_the_base(tmp_path, tiny_path, tiny_tokenizer):
+    from peft import LoraConfig
+
+    common = {"rows": PAIRS, "config": {"precompute_ref_log_probs": False}, "peft_config": LoraConfig(r=4)}
+    trl_loss, _ = loss_and_grads(build(tmp_path / "trl", tiny_path, tiny_tokenizer, **common))
+    lean = build(tmp_path / "lean", tiny_path, tiny_tokenizer, LeanDPOTrainer, **common)
+    lean_loss, grads = loss_and_grads(lean)
+    torch.testing.assert_close(lean_loss, trl_loss, rtol=1e-5, atol=1e-6)
+    assert grads and all("lora" in name for name in grads)
+
+
+def test_length_grouping_adds_lengths_and_logs_padding(tmp_path, tiny_path, tiny_tokenizer):
+    rows = [pair(f"Question {i}?" + " more" * (i % 7) * 5, "Yes." + " ok" * i, "No.") for i in range(24)]
+    config = {"train_sampling_strategy": "group_by_length", "per_device_train_batch_size": 4, "max_steps": 3}
+    config |= {"logging_steps": 1, "save_strategy": "no"}
+    lean = build(tmp_path, tiny_path, tiny_tokenizer, LeanDPOTrainer, rows=rows, config=config)
+    row = lean.train_dataset[5]
+    assert row["length"] == len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"]))
+    assert type(lean._get_train_sampler()).__name__ == "LengthGroupedSampler"
+    lean.train()
+    padding = [log["padding_fraction"] for log in lean.state.log_history if "padding_fraction" in log]
+    assert len(padding) == 3 and all(0.0 <= p < 1.0 for p in padding)
+
+
+def test_lean_dpo_holds_a_lora_base_in_bf16_with_fp32_adapters(tmp_path, tiny_path, tiny_tokenizer):
+    from peft import LoraConfig
+
+    config = {"bf16": True, "precompute_ref_log_probs": False}
+    lean = build(
+        tmp_path, tiny_path, tiny_tokenizer, LeanDPOTrainer, rows=PAIRS, config=config, peft_config=LoraConfig(r=4)
+    )
+    dtypes = {name: p.dtype for name, p in lean.model.named_parameters()}
+    assert {d for n, d in dtypes.items() if "lora_" in n} == {torch.float32}
+    assert {d for n, d in dtypes.items() if "lora_" not in n} == {torch.bfloat16}
+    loss, grads = loss_and_grads(lean)
+    assert torch.isfinite(loss) and grads and all(torch.isfinite(g).all() for g in grads.values())

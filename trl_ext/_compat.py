@@ -17,8 +17,9 @@ __all__ = [
 ]
 
 # Building blocks for our PPO (TRL's own PPOTrainer was removed in 1.13).
-from trl.models.utils import unwrap_model_for_generation  # noqa: E402
+from trl.models.utils import prepare_deepspeed, unwrap_model_for_generation  # noqa: E402
 from trl.trainer.utils import (  # noqa: E402
+    FusedCausalLMOutput,
     disable_dropout_in_model,
     pad,
     selective_log_softmax,
@@ -26,8 +27,10 @@ from trl.trainer.utils import (  # noqa: E402
 )
 
 __all__ += [
+    "FusedCausalLMOutput",
     "disable_dropout_in_model",
     "pad",
+    "prepare_deepspeed",
     "selective_log_softmax",
     "selective_log_softmax_and_entropy",
     "unwrap_model_for_generation",
