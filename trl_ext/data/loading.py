@@ -11,6 +11,7 @@ import gzip
 import itertools
 import json
 import logging
+import math
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 MAX_LISTED_PROBLEMS = 20
+MAX_ROW_CHARS = 1_000_000  # about 250k tokens: beyond any max_length, and a sign of a broken export
 
 
 class DataError(ValueError):
@@ -108,7 +110,31 @@ def read_rows(path: str | Path) -> Iterator[tuple[str, Any]]:
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise DataError(f"{path}: the gzip stream is truncated or corrupt ({err})") from err
     except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not valid UTF-8 text at byte {err.start} ({err.reason})") from err
+        raise DataError(f"{path}: not valid UTF-8 text at {_first_undecodable_line(path)} ({err.reason})") from err
+
+
+def _first_undecodable_line(path: Path) -> str:
+    """Where a file stops being UTF-8, as "line N" (read again in binary, on the error path only)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return f"line {number}, byte {err.start + 1} of the line"
+    return "an unknown line"
+
+
+def check_record(record: Any, max_row_chars: int = MAX_ROW_CHARS) -> None:
+    """Problems any row can have whatever its format: non-finite numbers, and a size no training could use."""
+    if not isinstance(record, dict):
+        return
+    for key, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RowProblem("non_finite", f"field {key!r} is {value}, not a finite number")
+    size = len(json.dumps(record, default=str))
+    if size > max_row_chars:
+        raise RowProblem("huge_row", f"row is {size:,} characters, over the limit of {max_row_chars:,} (max_row_chars)")
 
 
 def _parse_json(text: str) -> Any:
@@ -140,9 +166,14 @@ def iter_records(
 
 
 def convert_rows(
-    records: Iterator[tuple[str, Any]], source: str, convert: Callable[[Any], dict], on_invalid: str = "error"
+    records: Iterator[tuple[str, Any]],
+    source: str,
+    convert: Callable[[Any], dict],
+    on_invalid: str = "error",
+    max_row_chars: int = MAX_ROW_CHARS,
 ) -> tuple[list[dict[str, Any]], DataReport]:
-    """Convert every record with `convert`; fail listing every problem, or skip and count them."""
+    """Check (`check_record`) and convert every record with `convert`; fail listing every problem, or skip and
+    count them."""
     if on_invalid not in ("error", "skip"):
         raise ValueError(f"on_invalid must be 'error' or 'skip', got {on_invalid!r}")
     report, rows = DataReport(source), []
@@ -151,6 +182,7 @@ def convert_rows(
         try:
             if isinstance(record, RowProblem):
                 raise record
+            check_record(record, max_row_chars)
             rows.append(convert(record))
         except RowProblem as problem:
             report.add(where, problem)
@@ -195,11 +227,12 @@ def _load(
     seed: int = 0,
     on_invalid: str = "error",
     max_rows: int | None = None,
+    max_row_chars: int = MAX_ROW_CHARS,
 ) -> tuple[DatasetDict, DataReport]:
     records = iter_records(path, split=split, data_dir=data_dir, revision=revision)
     if max_rows:
         records = itertools.islice(records, max_rows)
-    rows, report = convert_rows(records, path, lambda record: convert(record, format), on_invalid)
+    rows, report = convert_rows(records, path, lambda record: convert(record, format), on_invalid, max_row_chars)
     return split_train_eval(rows, eval_size, seed), report
 
 
@@ -208,7 +241,8 @@ def load_preferences(path: str, **kwargs) -> tuple[DatasetDict, DataReport]:
 
     `path` is a local file, a hub dataset id, or `demo` (the pairs shipped with trl_ext). Keyword arguments:
     `format` (auto | standard | conversational | hh), `split`, `data_dir` and `revision` (hub), `eval_size` (fraction
-    or rows), `seed` (of the split), `on_invalid` (error | skip), `max_rows`.
+    or rows), `seed` (of the split), `on_invalid` (error | skip), `max_rows`, `max_row_chars` (a longer row is a
+    problem).
     """
     return _load(to_conversational, path, **kwargs)
 

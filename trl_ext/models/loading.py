@@ -20,6 +20,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from trl_ext.errors import ConfigError
 from trl_ext.utils.device import model_dtype
 from trl_ext.utils.io import atomic_dir
 
@@ -116,8 +117,16 @@ def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerB
 def load_tokenizer(
     path: str, padding_side: str = "left", trust_remote_code: bool = False, revision: str | None = None
 ) -> PreTrainedTokenizerBase:
-    """Tokenizer with a distinct pad token; left padding suits both generation and TRL's preference trainers."""
+    """Tokenizer with a distinct pad token; left padding suits both generation and TRL's preference trainers.
+
+    trl_ext's data is conversational, so a tokenizer without a chat template is refused here, before any work.
+    """
     tokenizer = _from_pretrained(AutoTokenizer, path, trust_remote_code=trust_remote_code, revision=revision)
+    if not tokenizer.chat_template:
+        raise ConfigError(
+            f"{path}: the tokenizer has no chat template, and trl_ext formats every prompt as a conversation. Use an "
+            "instruct/chat model, or give this one a template (tokenizer.chat_template = ...; save_pretrained)."
+        )
     tokenizer.padding_side = padding_side
     return ensure_pad_token(tokenizer)
 

@@ -1,0 +1,67 @@
+"""The corpus of bad inputs in tests/data/bad/: every file is fed to the loader a user would reach it through, and
+must fail with a clear message naming what is at fault (file, line, field). tests/data/bad/cases.yaml lists them."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+BAD = Path(__file__).parent / "data" / "bad"
+CASES = yaml.safe_load((BAD / "cases.yaml").read_text())
+OVERRIDES = yaml.safe_load((BAD / "overrides.yaml").read_text())
+
+
+def test_every_bad_file_has_a_case():
+    assert sorted(p.name for p in BAD.iterdir() if p.name != "cases.yaml") == sorted(CASES)
+
+
+def feed(kind: str, path: Path) -> None:
+    if kind == "preferences":
+        from trl_ext.data import load_preferences
+
+        load_preferences(str(path))
+    elif kind == "tokenizer":
+        from trl_ext.models import load_tokenizer
+
+        load_tokenizer(str(path))
+    elif kind == "constitution":
+        from trl_ext.rlaif import Constitution
+
+        Constitution.load(path)
+    else:
+        raise AssertionError(f"unknown case kind {kind}")
+
+
+@pytest.mark.parametrize("name", [n for n, case in CASES.items() if case["as"] != "overrides"])
+def test_bad_file_gives_a_clear_error(name):
+    with pytest.raises(Exception) as caught:  # the message is what matters: each loader has its own error type
+        feed(CASES[name]["as"], BAD / name)
+    assert CASES[name]["message"] in str(caught.value)
+
+
+@pytest.mark.parametrize("case", OVERRIDES, ids=[" ".join(c["overrides"]) for c in OVERRIDES])
+def test_bad_override_gives_a_clear_error(case, tmp_path, tiny_path, tiny_tokenizer):
+    from datasets import Dataset
+
+    from trl_ext._compat import DPOConfig
+    from trl_ext.dpo import LeanDPOTrainer
+    from trl_ext.models import load_policy
+    from trl_ext.training import trainer_config
+
+    with pytest.raises((HydraException, OmegaConfBaseException, ValueError)) as caught:
+        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+            cfg = compose(case["config"], overrides=["model=tiny", *case["overrides"]])
+        args = trainer_config(DPOConfig, cfg.trainer, tmp_path)
+        pair = {"prompt": "Hi", "chosen": "Hello! How can I help?", "rejected": "What."}
+        LeanDPOTrainer(
+            model=load_policy(tiny_path, tiny_tokenizer),
+            args=args,
+            train_dataset=Dataset.from_list([pair]),
+            processing_class=tiny_tokenizer,
+            rdpo_alpha=cfg.rdpo_alpha,
+        )
+    assert case["message"] in str(caught.value)
