@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from trl_ext.data.loading import DataError
+from trl_ext.distributed import rank_label
 from trl_ext.stages import StageConfigMismatch
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,10 @@ USER_ERRORS: tuple[type[BaseException], ...] = (DataError, StageConfigMismatch, 
 
 def report_user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a recipe's `main`: bad data, a stage made by another config, etc. exit with status 2 and the
-    message alone (set TRL_EXT_TRACEBACK=1 to see the traceback)."""
+    message alone (set TRL_EXT_TRACEBACK=1 to see the traceback). Under a multi-process launch the message names
+    the rank, and any other exception's full traceback is recorded for the launcher's failure summary (torchrun's
+    `record`), whichever rank raised it."""
+    from torch.distributed.elastic.multiprocessing.errors import record
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -33,7 +37,8 @@ def report_user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except USER_ERRORS as err:
             if os.environ.get("TRL_EXT_TRACEBACK"):
                 raise
-            print(f"error: {err}", file=sys.stderr)
+            where = rank_label()
+            print(f"error{f' ({where})' if where else ''}: {err}", file=sys.stderr)
             sys.exit(2)
 
-    return wrapper
+    return record(wrapper)

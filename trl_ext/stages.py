@@ -18,9 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from accelerate import PartialState
 from omegaconf import DictConfig, OmegaConf
 from transformers.trainer_utils import get_last_checkpoint
+
+from trl_ext.distributed import process_state
 
 logger = logging.getLogger(__name__)
 MANIFEST = "stage.json"
@@ -64,7 +65,7 @@ class Stage:
         # `force` says what to do, not what to make: it is not part of the stage's identity
         self.cfg = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "force"}
         self.force = force
-        self.state = PartialState()
+        self.state = process_state()
 
     @property
     def is_complete(self) -> bool:

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
-from transformers import Trainer
+from transformers import Trainer, set_seed
 
+from trl_ext.distributed import gathered_parameters, share_across_processes
 from trl_ext.errors import ConfigError
 from trl_ext.stages import Stage
 from trl_ext.utils.device import fill_precision
@@ -66,8 +68,9 @@ def save_model(trainer: Trainer, out_dir: Path) -> None:
         return
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):  # a peft model: hand the next stage a full model it can load directly
-        if trainer.accelerator.is_main_process:
-            model.merge_and_unload().save_pretrained(out_dir)
+        with gathered_parameters(model, trainer.accelerator):  # ZeRO-3: whole weights for the main process
+            if trainer.accelerator.is_main_process:
+                model.merge_and_unload().save_pretrained(out_dir)
     else:
         trainer.save_model(str(out_dir))
     if trainer.accelerator.is_main_process:
@@ -87,10 +90,17 @@ def run_stage(
     stage = Stage(run_dir, name, cfg, force=cfg.get("force", False))
     if stage.is_complete:
         return stage.output
+    if to_dict(cfg.get("peft")) and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        raise ConfigError(
+            "peft: LoRA stages are saved merged, which is verified under DeepSpeed, not FSDP: launch "
+            "with conf/accelerate/zero3.yaml (or zero2.yaml), or train in full with peft=none"
+        )
     stage.prepare()
     path = model_path(cfg.model)
     tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code)
     data, report = (load_prompts if prompts_only else load_preferences)(**node_kwargs(cfg.data))
+    data = share_across_processes(data, stage.work / "data")
+    set_seed(cfg.seed)  # fresh weights (a reward model's score head) from the seed, whatever the process layout
     trainer = build_trainer(cfg, path, tokenizer, data, stage.work)
     train_stage(stage, trainer, {"data_report.json": report.to_dict()})
     return stage.output
