@@ -10,6 +10,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from trl_ext.distributed import full_weights
 from trl_ext.errors import report_user_errors
 from trl_ext.models import load_policy, load_reward_model, load_tokenizer
 from trl_ext.ppo import PPOConfig, PPOTrainer
@@ -19,10 +20,12 @@ from trl_ext.training import peft_config, run_stage, trainer_config
 def build_trainer(cfg: DictConfig, path: str, tokenizer, data, work_dir: Path) -> PPOTrainer:
     remote = cfg.model.trust_remote_code
     reward_tokenizer = load_tokenizer(cfg.reward_model, trust_remote_code=remote)
-    reward_model = load_reward_model(cfg.reward_model, reward_tokenizer, trust_remote_code=remote)
-    value_model = load_reward_model(cfg.value_model, tokenizer) if cfg.get("value_model") else None
+    with full_weights():  # loaded whole, then sharded by the trainer's DeepSpeed engine (also after a ZeRO-3 stage)
+        reward_model = load_reward_model(cfg.reward_model, reward_tokenizer, trust_remote_code=remote)
+        value_model = load_reward_model(cfg.value_model, tokenizer) if cfg.get("value_model") else None
+        policy = load_policy(path, tokenizer, trust_remote_code=remote)
     return PPOTrainer(
-        model=load_policy(path, tokenizer, trust_remote_code=remote),
+        model=policy,
         args=trainer_config(PPOConfig, cfg.trainer, work_dir),
         processing_class=tokenizer,
         train_dataset=data["train"],

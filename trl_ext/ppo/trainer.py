@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from datasets import Dataset
 from torch import nn
 from torch.utils.data import DataLoader
@@ -37,7 +37,13 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from trl_ext._compat import disable_dropout_in_model, selective_log_softmax_and_entropy, unwrap_model_for_generation
+from trl_ext._compat import (
+    disable_dropout_in_model,
+    prepare_deepspeed,
+    selective_log_softmax_and_entropy,
+    unwrap_model_for_generation,
+)
+from trl_ext.distributed import full_weights, gathered_parameters
 from trl_ext.kl import kl_per_token, make_kl_controller
 from trl_ext.ppo import core
 from trl_ext.ppo.config import PPOConfig
@@ -85,6 +91,10 @@ class PolicyAndValue(nn.Module):
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None) -> None:
         self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+
+    @property
+    def config(self):  # what DeepSpeed reads to size its buckets
+        return self.policy.config
 
     def forward(self, input_ids, attention_mask, position_ids, n_response: int):
         logits = self.policy(
@@ -156,7 +166,7 @@ class PPOTrainer:
 
             policy = get_peft_model(policy, peft_config)
         reward_tokenizer = reward_processing_class or processing_class
-        self.reward_funcs = list(reward_funcs or [])
+        self.reward_funcs, reward_scorer = list(reward_funcs or []), None
         if value_model is None and reward_model is not None and peft_config is not None:
             # Memory-lean: the critic is the reward model plus adapters (and its own score head), and the reward is
             # the same weights with the adapters disabled, as the reference is for the policy: no copy at all.
@@ -167,28 +177,40 @@ class PPOTrainer:
             self.reward_funcs.insert(0, RewardModelScorer(value_model, reward_tokenizer, adapters_disabled=True))
         else:
             if reward_model is not None:
-                self.reward_funcs.insert(0, RewardModelScorer(reward_model, reward_tokenizer))
+                reward_scorer = RewardModelScorer(reward_model, reward_tokenizer)
+                self.reward_funcs.insert(0, reward_scorer)
             if value_model is None:
-                value_model = (
-                    copy.deepcopy(reward_model)
-                    if reward_model is not None
-                    else AutoModelForSequenceClassification.from_pretrained(
-                        policy.get_base_model().config.name_or_path if self.is_peft else policy.config.name_or_path,
-                        num_labels=1,
-                        dtype=policy.dtype,
-                    )
-                )
+                if reward_model is not None:
+                    value_model = copy.deepcopy(reward_model)
+                else:
+                    with full_weights():  # as the policy: whole until the DeepSpeed engine shards both
+                        value_model = AutoModelForSequenceClassification.from_pretrained(
+                            policy.get_base_model().config.name_or_path if self.is_peft else policy.config.name_or_path,
+                            num_labels=1,
+                            dtype=policy.dtype,
+                        )
         value_model.config.pad_token_id = processing_class.pad_token_id
         if not self.reward_funcs:
             raise ValueError("PPOTrainer needs a reward_model or at least one reward function")
         for m in (policy, value_model):
             disable_dropout_in_model(m)
 
+        # The device comes from the process state, as in transformers' Trainer (no `cpu=` here: it would turn a
+        # DeepSpeed launch on CPU into plain DDP).
+        PartialState(cpu=args.use_cpu)
         self.accelerator = Accelerator(
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             mixed_precision="bf16" if args.bf16 else ("fp16" if args.fp16 else "no"),
-            cpu=args.use_cpu,
         )
+        self.deepspeed = self.accelerator.state.deepspeed_plugin
+        logger.info("PPO: %s, %d process(es)", self.accelerator.distributed_type, self.accelerator.num_processes)
+        if self.deepspeed is not None:  # no dataloader is prepared with the model: tell DeepSpeed the micro-batch
+            ds_config = self.deepspeed.deepspeed_config
+            fill = {
+                "train_micro_batch_size_per_gpu": args.per_device_train_batch_size,
+                "gradient_clipping": args.max_grad_norm or 0.0,  # DeepSpeed clips inside its step
+            }
+            ds_config.update({k: v for k, v in fill.items() if ds_config.get(k, "auto") == "auto"})
         self.dataset = train_dataset
         self.updates_per_epoch = max(
             len(train_dataset) // (args.rollout_batch_size * self.accelerator.num_processes), 1
@@ -206,9 +228,9 @@ class PPOTrainer:
         n_steps = self.total_updates * args.num_ppo_epochs * args.num_mini_batches
         scheduler = get_scheduler(args.lr_scheduler_type, optimizer, args.get_warmup_steps(n_steps), n_steps)
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
-        self.ref_model = ref_model.to(self.accelerator.device).eval() if ref_model is not None else None
-        if reward_model is not None:
-            reward_model.to(self.accelerator.device).eval()
+        self.ref_model = self._prepare_frozen(ref_model)
+        if reward_scorer is not None:
+            reward_scorer.model = self._prepare_frozen(reward_model)
         self.kl_ctl = make_kl_controller(args.kl_coef, args.kl_target, args.kl_horizon)
         self.accelerator.register_for_checkpointing(self.kl_ctl)
         self.generation_config = GenerationConfig(
@@ -223,6 +245,15 @@ class PPOTrainer:
             output_logits=True,
         )
         self.state, self.truncated_prompts = TrainerState(), 0  # global_step = updates done
+
+    def _prepare_frozen(self, model: PreTrainedModel | None):
+        """A model that is only evaluated (reference, reward): sharded like the policy under DeepSpeed ZeRO-3 (TRL's
+        `prepare_deepspeed`; a replica under ZeRO-1/2), else moved to the device."""
+        if model is None:
+            return None
+        if self.deepspeed is not None:
+            return prepare_deepspeed(model, self.accelerator)
+        return model.to(self.accelerator.device).eval()
 
     # ----- data -----------------------------------------------------------------------------------------------
     def _collate(self, rows: list[dict]) -> dict[str, Any]:
@@ -487,14 +518,15 @@ class PPOTrainer:
         output_dir = Path(output_dir)
         self.accelerator.wait_for_everyone()
         unwrapped = self.accelerator.unwrap_model(self.model)
-        if self.accelerator.is_main_process:
-            policy = unwrapped.policy
-            policy = policy.merge_and_unload() if hasattr(policy, "merge_and_unload") else policy
-            policy.save_pretrained(output_dir)
-            self.tokenizer.save_pretrained(output_dir)
-            if self.args.save_value_model:
-                value = unwrapped.value_model
-                value = value.merge_and_unload() if hasattr(value, "merge_and_unload") else value
-                value.save_pretrained(output_dir / "value_model")
-                self.tokenizer.save_pretrained(output_dir / "value_model")
+        with gathered_parameters(unwrapped, self.accelerator):  # ZeRO-3: the main process saves whole weights
+            if self.accelerator.is_main_process:
+                policy = unwrapped.policy
+                policy = policy.merge_and_unload() if hasattr(policy, "merge_and_unload") else policy
+                policy.save_pretrained(output_dir)
+                self.tokenizer.save_pretrained(output_dir)
+                if self.args.save_value_model:
+                    value = unwrapped.value_model
+                    value = value.merge_and_unload() if hasattr(value, "merge_and_unload") else value
+                    value.save_pretrained(output_dir / "value_model")
+                    self.tokenizer.save_pretrained(output_dir / "value_model")
         self.accelerator.wait_for_everyone()
