@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 
 import hydra
-from accelerate import PartialState
 from accelerate.utils import gather_object
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from trl_ext.data import load_prompts
+from trl_ext.distributed import full_weights, process_state
 from trl_ext.errors import report_user_errors
 from trl_ext.models import load_policy, load_reward_model, load_tokenizer, model_path
 from trl_ext.rewards import RewardModelScorer
@@ -27,16 +27,18 @@ def run(cfg: DictConfig, run_dir: str | Path, name: str = "bon") -> Path:
     stage = Stage(run_dir, name, cfg, force=cfg.get("force", False))
     if stage.is_complete:
         return stage.output
-    state = PartialState()
+    state = process_state()
     path = model_path(cfg.model)
     tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code)
     prompts = list(load_prompts(**node_kwargs(cfg.data))[0]["train"]["prompt"])[: cfg.max_prompts]
     rm_tokenizer = load_tokenizer(cfg.reward_model)
     sampling = to_dict(cfg.sampling)
+    with full_weights():  # each process samples its own prompts with a whole copy (also after a ZeRO-3 stage)
+        policy, reward_model = load_policy(path, tokenizer), load_reward_model(cfg.reward_model, rm_tokenizer)
     sampler = BestOfNSampler(
-        load_policy(path, tokenizer).to(state.device),
+        policy.to(state.device),
         tokenizer,
-        RewardModelScorer(load_reward_model(cfg.reward_model, rm_tokenizer).to(state.device), rm_tokenizer),
+        RewardModelScorer(reward_model.to(state.device), rm_tokenizer),
         generation_kwargs=sampling.pop("generation"),
         **sampling,
     )

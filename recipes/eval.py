@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import hydra
-from accelerate import PartialState
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from trl_ext.data import load_preferences
+from trl_ext.distributed import full_weights, process_state
 from trl_ext.errors import report_user_errors
 from trl_ext.eval import evaluate_models, write_report
 from trl_ext.models import model_path
@@ -21,10 +21,11 @@ from trl_ext.training import node_kwargs, to_dict
 def run(cfg: DictConfig, run_dir: str | Path, models: dict[str, str], title: str = "Evaluation") -> Path:
     """Evaluate `models` (name -> folder) against the reference `cfg.model`; only the main process works."""
     report = Path(run_dir) / "report.md"
-    state = PartialState()
+    state = process_state()
     if state.is_main_process:
         data, data_report = load_preferences(**node_kwargs(cfg.data))
-        evaluation = evaluate_models(models, model_path(cfg.model), data["eval"], **to_dict(cfg.evaluation))
+        with full_weights():  # whole models on this one process, even after a ZeRO-3 stage in the same run
+            evaluation = evaluate_models(models, model_path(cfg.model), data["eval"], **to_dict(cfg.evaluation))
         histories = {
             name: json.loads((Path(path) / "log_history.json").read_text())
             for name, path in models.items()
