@@ -180,3 +180,17 @@ def test_memory_lean_critic_shares_the_frozen_reward_model(tmp_path, tiny_path, 
     assert trainer.reward_funcs[0](*probe) == pytest.approx(before, abs=1e-5)  # the reward stayed frozen
     with_adapters = RewardModelScorer(critic, tiny_tokenizer)(*probe)
     assert with_adapters != pytest.approx(before, abs=1e-5)  # while the critic learned
+
+
+def test_non_finite_loss_stops_before_the_update_with_the_checkpoint_named(
+    tmp_path, tiny_path, tiny_tokenizer, prompts, monkeypatch
+):
+    from trl_ext.guards import NonFiniteError
+
+    monkeypatch.setenv("TRL_EXT_NAN_AT_STEP", "3")
+    trainer = make_trainer(tmp_path, tiny_path, tiny_tokenizer, prompts, max_steps=4, save_steps=2)
+    with pytest.raises(NonFiniteError, match=f"PPO loss \\(nan\\) at step 3.*{tmp_path / 'checkpoint-2'}"):
+        trainer.train()
+    assert trainer.state.global_step == 2 and not (tmp_path / "checkpoint-4").exists()
+    policy = trainer.accelerator.unwrap_model(trainer.model).policy
+    assert all(torch.isfinite(p).all() for p in policy.parameters())

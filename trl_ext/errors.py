@@ -11,6 +11,7 @@ from typing import Any
 
 from trl_ext.data.loading import DataError
 from trl_ext.distributed import rank_label
+from trl_ext.guards import NonFiniteError
 from trl_ext.stages import StageConfigMismatch
 
 logger = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ class ConfigError(ValueError):
     """A configuration that cannot work (a misspelled TRL field, an unknown stage), named precisely."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (DataError, StageConfigMismatch, ConfigError)
+USER_ERRORS: tuple[type[BaseException], ...] = (DataError, StageConfigMismatch, ConfigError, NonFiniteError)
 
 
 def report_user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

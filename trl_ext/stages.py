@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from transformers.trainer_utils import get_last_checkpoint
 
 from trl_ext.distributed import process_state
 
 logger = logging.getLogger(__name__)
 MANIFEST = "stage.json"
+CHECKPOINT_MARKERS = ("trainer_state.json", "ppo_state.json")  # written last by transformers' Trainer / our PPO
 
 
 class StageConfigMismatch(RuntimeError):
@@ -89,8 +89,17 @@ class Stage:
         self.state.wait_for_everyone()
 
     def last_checkpoint(self) -> str | None:
-        """The newest `checkpoint-N` in the work folder, to pass to `trainer.train(resume_from_checkpoint=...)`."""
-        return get_last_checkpoint(str(self.work)) if self.work.is_dir() else None
+        """The newest complete `checkpoint-N` in the work folder, for `trainer.train(resume_from_checkpoint=...)`.
+
+        Complete = holding the state file its trainer writes last (transformers: trainer_state.json; our PPO:
+        ppo_state.json), so a checkpoint cut short by a crash is passed over for the one before it.
+        """
+        if not self.work.is_dir():
+            return None
+        complete = [c for c in self.work.glob("checkpoint-*") if any((c / f).exists() for f in CHECKPOINT_MARKERS)]
+        if len(complete) < len(list(self.work.glob("checkpoint-*"))):
+            logger.warning("Passing over incomplete checkpoint(s) in %s (a crash during a save)", self.work)
+        return str(max(complete, key=lambda c: int(c.name.split("-")[-1]))) if complete else None
 
     @contextmanager
     def publish(self, metrics: dict[str, Any] | None = None) -> Iterator[Path]:

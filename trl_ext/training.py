@@ -18,6 +18,7 @@ from transformers import Trainer, set_seed
 
 from trl_ext.distributed import gathered_parameters, share_across_processes
 from trl_ext.errors import ConfigError
+from trl_ext.guards import guard_non_finite
 from trl_ext.stages import Stage
 from trl_ext.utils.device import fill_precision
 
@@ -107,10 +108,13 @@ def run_stage(
 
 
 def train_stage(stage: Stage, trainer: Trainer, extra_files: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train (resuming from the stage's last checkpoint), evaluate, and publish the stage's output folder."""
+    """Train (resuming from the stage's last complete checkpoint; stopping at a non-finite loss or gradient before
+    it reaches the weights), evaluate, and publish the stage's output folder."""
     checkpoint = stage.last_checkpoint()
     if checkpoint:
         logger.info("Resuming stage %s from %s", stage.name, checkpoint)
+    if isinstance(trainer, Trainer):  # our PPOTrainer guards its own losses
+        guard_non_finite(trainer)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     train_metrics = getattr(result, "metrics", result)
     eval_metrics = trainer.evaluate() if getattr(trainer, "eval_dataset", None) is not None else {}

@@ -44,6 +44,7 @@ from trl_ext._compat import (
     unwrap_model_for_generation,
 )
 from trl_ext.distributed import full_weights, gathered_parameters
+from trl_ext.guards import NonFiniteError, forced_nan, non_finite_message
 from trl_ext.kl import kl_per_token, make_kl_controller
 from trl_ext.ppo import core
 from trl_ext.ppo.config import PPOConfig
@@ -396,6 +397,7 @@ class PPOTrainer:
                     if args.kl_placement == "loss":
                         kl = kl_per_token(logprobs, mb.ref_logprobs, args.kl_estimator)
                         loss = loss + self.kl_ctl.value * core.masked_mean(kl, mb.mask)
+                    self._check_finite(loss)
                     self.accelerator.backward(loss)
                     if self.accelerator.sync_gradients and args.max_grad_norm:
                         self.accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
@@ -428,6 +430,13 @@ class PPOTrainer:
         }
 
     # ----- the loop --------------------------------------------------------------------------------------------
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        """Stop before a NaN/inf loss reaches the weights (see trl_ext.guards); the last checkpoint stays good."""
+        step = self.state.global_step + 1
+        value = float("nan") if forced_nan(step) else loss.item()
+        if not math.isfinite(value):
+            raise NonFiniteError(non_finite_message("PPO loss", value, step, self.args.output_dir))
+
     def train(self, resume_from_checkpoint: str | bool | None = None) -> dict[str, float]:
         """Run PPO updates until `total_updates`, resuming from a checkpoint folder (or the latest, with True)."""
         if resume_from_checkpoint is True:
