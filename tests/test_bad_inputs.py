@@ -1,9 +1,11 @@
 """The corpus of bad inputs in tests/data/bad/: every file is fed to the loader a user would reach it through, and
 must fail with a clear message naming what is at fault (file, line, field). tests/data/bad/cases.yaml lists them."""
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import REPO
 from hydra import compose, initialize_config_dir
@@ -65,3 +67,29 @@ def test_bad_override_gives_a_clear_error(case, tmp_path, tiny_path, tiny_tokeni
             rdpo_alpha=cfg.rdpo_alpha,
         )
     assert case["message"] in str(caught.value)
+
+
+@pytest.mark.parametrize(("code", "words"), [(28, "the disk is full"), (13, "permission denied")])
+def test_full_disk_or_permission_error_names_the_path(code, words, capsys):
+    from trl_ext.errors import report_user_errors
+
+    @report_user_errors
+    def main():
+        raise OSError(code, os.strerror(code), "/runs/dpo.partial/model.safetensors")
+
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"cannot write /runs/dpo.partial/model.safetensors: {words}" in err
+
+
+def test_weights_load_from_safetensors_only_and_remote_code_only_on_request(tmp_path, tiny_path, tiny_tokenizer):
+    from trl_ext.models import load_policy
+
+    model = load_policy(tiny_path, tiny_tokenizer)
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")  # a pickle checkpoint, no safetensors
+    with pytest.raises(OSError, match="safetensors"):
+        load_policy(str(tmp_path), tiny_tokenizer)
+    for node in (REPO / "conf" / "model").glob("*.yaml"):
+        assert yaml.safe_load(node.read_text())["trust_remote_code"] is False, node.name

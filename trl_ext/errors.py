@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -24,6 +25,21 @@ class ConfigError(ValueError):
 USER_ERRORS: tuple[type[BaseException], ...] = (DataError, StageConfigMismatch, ConfigError, NonFiniteError)
 
 
+STORAGE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted"}
+STORAGE_ERRNOS |= {errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "read-only"}
+
+
+def storage_problem(err: OSError) -> str | None:
+    """A full disk or a permission problem as one line naming the path; None for any other OSError."""
+    if err.errno not in STORAGE_ERRNOS:
+        return None
+    path = err.filename or "a file"
+    return (
+        f"cannot write {path}: {STORAGE_ERRNOS[err.errno]} ({err.strerror}). Stages publish atomically, so finished "
+        "outputs are intact; free space or fix the permissions (or choose hydra.run.dir=...) and rerun to resume."
+    )
+
+
 def report_user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a recipe's `main`: bad data, a stage made by another config, etc. exit with status 2 and the
     message alone (set TRL_EXT_TRACEBACK=1 to see the traceback). Under a multi-process launch the message names
@@ -35,11 +51,12 @@ def report_user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as err:
-            if os.environ.get("TRL_EXT_TRACEBACK"):
+        except (*USER_ERRORS, OSError) as err:
+            message = storage_problem(err) if isinstance(err, OSError) else str(err)
+            if os.environ.get("TRL_EXT_TRACEBACK") or message is None:
                 raise
             where = rank_label()
-            print(f"error{f' ({where})' if where else ''}: {err}", file=sys.stderr)
+            print(f"error{f' ({where})' if where else ''}: {message}", file=sys.stderr)
             sys.exit(2)
 
     return record(wrapper)
