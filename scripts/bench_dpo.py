@@ -45,7 +45,7 @@ def worker(name: str, pairs: int, batch: int, max_length: int) -> dict:
     model_dir = str(embedded_model_dir())
     tokenizer = load_tokenizer(model_dir)
     data, _ = load_pairs(pairs)
-    lora = name.endswith("lora")
+    lora = "_lora" in name
     common = dict(
         per_device_train_batch_size=batch,
         max_length=max_length,
@@ -84,8 +84,12 @@ def worker(name: str, pairs: int, batch: int, max_length: int) -> dict:
         from trl_ext.dpo import LeanDPOTrainer
         from trl_ext.training import peft_config, trainer_config
 
+        overrides = [f"peft={'lora' if lora else 'none'}"]  # ablations: ours_lora_fp32, ours_full_nochunk, ...
+        overrides += ["trainer.bf16=false"] if "_fp32" in name else []
+        overrides += ["lean.chunked_logps=false"] if "_nochunk" in name else []
+        overrides += ["trainer.train_sampling_strategy=random"] if "_random" in name else []
         with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-            cfg = compose("dpo", overrides=[f"peft={'lora' if lora else 'none'}"])
+            cfg = compose("dpo", overrides=overrides)
         trainer = LeanDPOTrainer(
             model=load_policy(model_dir, tokenizer),
             args=trainer_config(DPOConfig, cfg.trainer, "/tmp/bench_dpo_ours", **common),
@@ -147,16 +151,22 @@ def main() -> None:
     _, source = load_pairs(args.pairs)
     label = {"trl_full": "TRL DPOTrainer, full", "trl_lora": "TRL DPOTrainer, LoRA"}
     label |= {"ours_full": "trl_ext LeanDPOTrainer, full", "ours_lora": "trl_ext LeanDPOTrainer, LoRA"}
+    ablation = {"_fp32": "float32", "_nochunk": "TRL's log-prob head", "_random": "random batches"}
+    for name in runs:
+        if name not in label:
+            base_name = "ours_lora" if "_lora" in name else "ours_full"
+            changes = ", ".join(text for key, text in ablation.items() if key in name)
+            label[name] = f"{label[base_name]} with {changes}"
     lines = [
         "| run | tokens/s (steps) | tokens/s (end to end) | padded slots | peak RSS GiB | model FLOP/s (end to end) "
         "| of matmul peak | vs TRL: tokens/s (e2e) | vs TRL: memory |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in runs.items():
-        flops_per_token = (4 if name.endswith("lora") else 6) * r["params"] + 2 * r["params"]
+        flops_per_token = (4 if "_lora" in name else 6) * r["params"] + 2 * r["params"]
         achieved = flops_per_token * r["e2e_tokens_per_s"]
         peak = peaks["bfloat16" if r["bf16"] else "float32"]
-        base = runs.get(name.replace("ours", "trl"), r)
+        base = runs.get("trl_lora" if "_lora" in name else "trl_full", r)
         lines.append(
             f"| {label[name]} | {r['step_tokens_per_s']:.0f} | {r['e2e_tokens_per_s']:.0f} | "
             f"{r['padding_fraction']:.0%} | {r['peak_rss_gib']:.2f} | {achieved / 1e9:.1f} G | {achieved / peak:.1%} | "

@@ -75,15 +75,14 @@ def test_kill_and_resume_dpo_and_ppo_match_an_uninterrupted_run(tmp_path):
     assert (killed / "dpo").is_dir() and not (killed / "ppo").exists()
     recipe("pipeline", *PIPELINE, f"hydra.run.dir={killed}")
 
-    for stage in ("sft", "reward"):  # same config and seed: the same numbers
+    for stage in STAGES:  # same config and seed: the same numbers, step by step, resumed or not
         assert history(killed / stage) == history(straight / stage), stage
     for stage in ("dpo", "ppo"):  # resumed after kill -9: the same weights as the uninterrupted run
         a, b = weights(straight / stage), weights(killed / stage)
         assert a.keys() == b.keys()
         for name in a:
             torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6, msg=f"{stage}: {name}")
-    ppo_a, ppo_b = history(straight / "ppo"), history(killed / "ppo")
-    assert [h["step"] for h in ppo_b] == list(range(1, 7)) and ppo_b == ppo_a
+    assert [h["step"] for h in history(killed / "ppo")] == list(range(1, 7))
 
 
 def test_forced_nan_stops_with_the_last_good_checkpoint(tmp_path):
