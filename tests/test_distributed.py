@@ -7,6 +7,7 @@ without warm-up, so that step 2 also checks step 1's update, gradients reduced a
 """
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -37,21 +38,13 @@ def accelerate_cmd(*args: str) -> list[str]:
     return [exe, "launch", "--config_file", ZERO3, "--num_processes", "2", *args]
 
 
-def run_pair(tmp_path: Path, recipe: str, *overrides: str, batch_key: str = "per_device_train_batch_size"):
-    """The recipe alone with a batch of 4, then on two ZeRO-3 processes with 2 each; their log histories."""
+def run_pair(tmp_path: Path, recipe: str, *overrides: str) -> dict[str, Path]:
+    """The recipe alone with a batch of 4, then on two ZeRO-3 processes with 2 each; their base folders."""
     runs = {}
     for name, batch, launcher in (("single", 4, [sys.executable]), ("zero3", 2, accelerate_cmd())):
-        base = tmp_path / name
-        run_cmd(
-            [
-                *launcher,
-                f"recipes/{recipe}.py",
-                *overrides,
-                f"trainer.{batch_key}={batch}",
-                f"hydra.run.dir={base}/{RUN_DIR}",
-            ]
-        )
-        runs[name] = base
+        runs[name] = base = tmp_path / name
+        batch_size = f"trainer.per_device_train_batch_size={batch}"
+        run_cmd([*launcher, f"recipes/{recipe}.py", *overrides, batch_size, f"hydra.run.dir={base}/{RUN_DIR}"])
     return runs
 
 
@@ -71,7 +64,9 @@ def assert_one_run_folder(base: Path, recipe: str, stage: str) -> Path:
     return run_dir
 
 
-def close(a: float, b: float, rel: float = 1e-3, abs_: float = 1e-6) -> bool:
+def close(a: float, b: float, rel: float = 1e-5, abs_: float = 1e-6) -> bool:
+    """Equal up to float32 reduction order (measured: ~1e-6 relative); step 1's update changes step 2's DPO loss by
+    ~5e-4 relative, so a missing or wrongly averaged update fails."""
     return abs(a - b) <= max(rel * max(abs(a), abs(b)), abs_)
 
 
@@ -86,7 +81,7 @@ def test_dpo_zero3_two_processes_match_one(tmp_path):
         assert close(a["logps/chosen"], b["logps/chosen"]) and close(
             a["rewards/margins"], b["rewards/margins"], abs_=1e-5
         )
-    assert zero3[1]["loss"] < 0.693  # step 1's update moved the policy
+    assert zero3[1]["loss"] < math.log(2) - 1e-4  # step 1's update moved the policy
 
 
 def test_reward_zero3_two_processes_match_one(tmp_path):
