@@ -1,0 +1,18 @@
+"""RLAIF: a constitution of principles and a judge LM that turn response pairs into preference data."""
+
+from trl_ext.rlaif.constitution import Constitution, ConstitutionError, Principle
+from trl_ext.rlaif.labeler import ConstitutionalLabeler, PairLabel
+from trl_ext.rlaif.preferences import label_responses, save_rows
+from trl_ext.rlaif.prompts import fence, judge_prompt
+
+__all__ = [
+    "Constitution",
+    "ConstitutionError",
+    "ConstitutionalLabeler",
+    "PairLabel",
+    "Principle",
+    "fence",
+    "judge_prompt",
+    "label_responses",
+    "save_rows",
+]
