@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,8 +79,10 @@ def full_weights() -> Iterator[None]:
     For models used outside a DeepSpeed engine (best-of-N sampling, evaluation on the main process): a model loaded
     partitioned could only run with every rank joining each forward pass.
     """
-    from transformers.integrations import deepspeed as hf_deepspeed
-
+    hf_deepspeed = sys.modules.get("transformers.integrations.deepspeed")
+    if hf_deepspeed is None:  # never imported, so no ZeRO-3 config is set (importing it costs ~200 MiB of memory)
+        yield
+        return
     ref = hf_deepspeed._hf_deepspeed_config_weak_ref  # transformers keeps no other handle on it
     config = ref() if ref is not None else None
     hf_deepspeed.unset_hf_deepspeed_config()
