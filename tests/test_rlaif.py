@@ -132,7 +132,7 @@ def test_probabilities_and_exact_swap_symmetry(labeler):
         assert x.p + y.p == pytest.approx(1, abs=1e-12) and x.log_odds == pytest.approx(-y.log_odds, abs=1e-12)
         assert x.p_orders[0] == pytest.approx(1 - y.p_orders[1], abs=1e-12)
         assert x.principles == y.principles and len(x.principles) == 1
-        assert x.chosen != y.chosen and x.margin == pytest.approx(abs(2 * x.p - 1))
+        assert x.chosen == y.rejected != x.rejected and x.margin == pytest.approx(abs(2 * x.p - 1))
     assert labeler.stats["forward_passes"] == 2  # one batch per call: both orders of both pairs together
 
 

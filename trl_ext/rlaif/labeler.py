@@ -78,6 +78,10 @@ class PairLabel:
         return "a" if self.p >= 0.5 else "b"
 
     @property
+    def rejected(self) -> str:
+        return "b" if self.chosen == "a" else "a"
+
+    @property
     def margin(self) -> float:
         """P(chosen better) - P(rejected better) = |2p - 1|, in [0, 1]."""
         return abs(2 * self.p - 1)

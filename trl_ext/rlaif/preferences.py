@@ -54,10 +54,11 @@ def label_responses(
     verdicts: dict[int, dict[tuple[int, int], PairLabel]] = {}
     for (p, i, j), label in zip(jobs, labels):
         verdicts.setdefault(p, {})[(i, j)] = label
-    rows, comparisons = [], []
-    for (p, i, j), label in zip(jobs, labels):
-        comparisons.append({"prompt_index": p, "a": candidates[p][i], "b": candidates[p][j], **label.to_dict()})
-    meta = {"judge": labeler.name, "constitution": labeler.constitution.name}
+    comparisons = [
+        {"prompt_index": p, "a": candidates[p][i], "b": candidates[p][j], **label.to_dict()}
+        for (p, i, j), label in zip(jobs, labels)
+    ]
+    rows, meta = [], {"judge": labeler.name, "constitution": labeler.constitution.name}
     for p, texts in enumerate(candidates):
         if len(texts) < 2:
             counts["prompts_without_pair"] += 1
