@@ -34,7 +34,9 @@ PIPELINE = [
 
 
 def is_timing(key: str) -> bool:
-    return key.endswith(("_runtime", "_per_second")) or key.startswith("time/")
+    """Wall-clock figures, and bookkeeping that a resumed process restarts: TRL's running token counter
+    (`num_tokens`) and the Trainer's `train_loss` (the mean over the steps this process ran)."""
+    return key.endswith(("_runtime", "_per_second", "num_tokens", "train_loss")) or key.startswith("time/")
 
 
 def kill_when_checkpointed(args: list[str], work: Path, timeout: float = 300) -> None:
