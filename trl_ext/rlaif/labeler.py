@@ -250,8 +250,7 @@ class ConstitutionalLabeler:
                 self.max_length,
                 self.stats["truncated"],
             )
-        jobs.sort(key=lambda job: job.length)  # similar lengths together: less padding
-        chunks = [jobs[i : i + self.batch_size] for i in range(0, len(jobs), self.batch_size)]
+        chunks = _chunks(jobs, self.batch_size)
         for chunk in tqdm(chunks, desc="RLAIF labels", disable=not progress or len(chunks) < 2):
             reasoning = None
             if self.cot:
@@ -466,6 +465,20 @@ class ConstitutionalLabeler:
             wins[j] += 1 - label.p
         sizes = {i: len(group) for group in groups for i in group}
         return [wins[i] / (sizes[i] - 1) if sizes[i] > 1 else 0.5 for i in range(len(completions))]
+
+
+def _chunks(jobs: list[_Job], batch_size: int, max_padding: float = 0.1) -> list[list[_Job]]:
+    """Jobs sorted by length, in batches of at most `batch_size` that end early rather than pad more than
+    `max_padding` of their tokens (on CPU, pad tokens cost as much as real ones)."""
+    chunks: list[list[_Job]] = []
+    for job in sorted(jobs, key=lambda job: job.length):
+        chunk = chunks[-1] if chunks else []
+        real = sum(j.length for j in chunk) + job.length
+        if not chunk or len(chunk) == batch_size or (len(chunk) + 1) * job.length > (1 + max_padding) * real:
+            chunks.append([job])
+        else:
+            chunk.append(job)
+    return chunks
 
 
 def _mean(values: Sequence[float]) -> float:
