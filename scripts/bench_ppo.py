@@ -17,16 +17,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench_common import REPO, append_section, peak_rss_gib, run_worker
+
 UPSTREAM_VENV = REPO / ".bench" / "trl112"
 SETTINGS = dict(batch=4, response_length=32, ppo_epochs=1, lr=1e-6, seed=0)
 
@@ -190,19 +189,6 @@ def worker_dpo(model_dir: str, updates: int, lora: bool) -> dict:
     return {"update_s": [b - a for a, b in zip(marks, marks[1:])]}
 
 
-def run_worker(python: str, name: str, model_dir: str, updates: int) -> dict:
-    out = subprocess.run(
-        [python, __file__, "--worker", name, "--model-dir", model_dir, "--updates", str(updates)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"worker {name} failed:\n{out.stderr[-4000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--worker")
@@ -218,7 +204,7 @@ def main() -> None:
             "dpo_lora": lambda: worker_dpo(args.model_dir, args.updates, lora=True),
         }[args.worker]
         result = fn()
-        result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        result["peak_rss_gib"] = peak_rss_gib()
         print(json.dumps(result))
         return
 
@@ -230,12 +216,13 @@ def main() -> None:
 
     model_dir = str(embedded_model_dir())
     upstream_python = str(ensure_upstream_venv())
+    sizes = ("--model-dir", model_dir, "--updates", str(args.updates))
     runs = {
-        "upstream PPO (trl 1.12.0), full": run_worker(upstream_python, "upstream", model_dir, args.updates),
-        "trl_ext PPO, full": run_worker(sys.executable, "ours", model_dir, args.updates),
-        "trl_ext PPO, LoRA (memory-lean)": run_worker(sys.executable, "ours_lora", model_dir, args.updates),
-        "TRL 1.16 DPO defaults, full": run_worker(sys.executable, "dpo", model_dir, args.updates),
-        "TRL 1.16 DPO defaults, LoRA": run_worker(sys.executable, "dpo_lora", model_dir, args.updates),
+        "upstream PPO (trl 1.12.0), full": run_worker(__file__, "upstream", *sizes, python=upstream_python),
+        "trl_ext PPO, full": run_worker(__file__, "ours", *sizes),
+        "trl_ext PPO, LoRA (memory-lean)": run_worker(__file__, "ours_lora", *sizes),
+        "TRL 1.16 DPO defaults, full": run_worker(__file__, "dpo", *sizes),
+        "TRL 1.16 DPO defaults, LoRA": run_worker(__file__, "dpo_lora", *sizes),
     }
     base = runs["upstream PPO (trl 1.12.0), full"]
     ours = runs["trl_ext PPO, full"]
@@ -262,9 +249,7 @@ def main() -> None:
         f"{transformers.__version__}, trl {trl.__version__} (upstream PPO: trl 1.12.0 in .bench/trl112).\n"
         f"Mean response length (ours): {statistics.mean(ours.get('response_length', [0])):.1f} tokens.\n"
     )
-    print(header + "\n" + table)
-    with open(REPO / "docs" / "benchmarks.md", "a") as f:
-        f.write("\n" + header + "\n" + table + "\n")
+    append_section(header + "\n" + table)
 
 
 if __name__ == "__main__":
