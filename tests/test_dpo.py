@@ -162,3 +162,17 @@ def test_lean_dpo_holds_a_lora_base_in_bf16_with_fp32_adapters(tmp_path, tiny_pa
     assert {d for n, d in dtypes.items() if "lora_" not in n} == {torch.bfloat16}
     loss, grads = loss_and_grads(lean)
     assert torch.isfinite(loss) and grads and all(torch.isfinite(g).all() for g in grads.values())
+
+
+def test_guard_stops_at_a_non_finite_gradient_before_the_update(tmp_path, tiny_path, tiny_tokenizer):
+    from trl_ext.guards import NonFiniteError, guard_non_finite
+
+    config = {"max_steps": 2, "save_strategy": "no"}
+    trainer = build(tmp_path, tiny_path, tiny_tokenizer, LeanDPOTrainer, rows=PAIRS, config=config)
+    param = next(p for p in trainer.model.parameters() if p.requires_grad)
+    before = param.detach().clone()
+    param.register_hook(lambda grad: grad * float("nan"))  # the loss stays finite, one gradient does not
+    guard_non_finite(trainer)
+    with pytest.raises(NonFiniteError, match="non-finite gradient norm \\(nan\\) at step 1"):
+        trainer.train()
+    assert torch.equal(param.detach(), before)

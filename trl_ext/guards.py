@@ -45,8 +45,8 @@ def grad_norm(model: torch.nn.Module) -> float:
 
 
 def guard_non_finite(trainer) -> None:
-    """Make `trainer` raise `NonFiniteError` at the first non-finite loss or gradient norm (checked after every
-    backward, before the optimizer step)."""
+    """Make `trainer` raise `NonFiniteError` at the first non-finite loss (checked after every backward) or gradient
+    norm (checked on the micro-batch that ends an accumulation), before the optimizer step."""
     step_fn = trainer.training_step
 
     def training_step(model, inputs, *args, **kwargs):
@@ -56,7 +56,8 @@ def guard_non_finite(trainer) -> None:
             loss = loss * float("nan")
         value = loss.detach().float().mean().item()
         what = "loss"
-        if math.isfinite(value) and not trainer.is_deepspeed_enabled:
+        # gradients: once per optimizer step (a NaN in an earlier micro-batch stays in the accumulated sum)
+        if math.isfinite(value) and trainer.accelerator.sync_gradients and not trainer.is_deepspeed_enabled:
             value, what = grad_norm(model), "gradient norm"
         if not math.isfinite(value):
             raise NonFiniteError(non_finite_message(what, value, step, trainer.args.output_dir))
