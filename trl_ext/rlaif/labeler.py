@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import re
+import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -410,8 +411,8 @@ class ConstitutionalLabeler:
         """Combine a job's rows (principle-major, order-minor) into the log-odds that x is better, then map the
         verdict back to (a, b)."""
         step = 2 if self.swap else 1
-        first = _mean(log_odds[0::step])  # x shown as (A)
-        second = -_mean(log_odds[1::2]) if self.swap else None  # x shown as (B): label B is x
+        first = statistics.fmean(log_odds[0::step])  # x shown as (A)
+        second = -statistics.fmean(log_odds[1::2]) if self.swap else None  # x shown as (B): label B is x
         s = (first + second) / 2 if self.swap else first
         p = _sigmoid(s)
         label = PairLabel(
@@ -479,10 +480,6 @@ def _chunks(jobs: list[_Job], batch_size: int, max_padding: float = 0.1) -> list
         else:
             chunk.append(job)
     return chunks
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values)
 
 
 def _sigmoid(x: float) -> float:
