@@ -70,3 +70,14 @@ def test_fill_precision_respects_user_choices():
     assert chosen["use_cpu"] == (not torch.cuda.is_available())
     assert isinstance(chosen["bf16"], bool)
     assert fill_precision({"use_cpu": True, "bf16": False}) == {"use_cpu": True, "bf16": False}
+
+
+def test_package_exports_and_wheel_contents():
+    import setuptools
+
+    import trl_ext
+
+    for name in trl_ext.__all__:  # each lazy export resolves to a real object
+        assert getattr(trl_ext, name) is not None, name
+    # a non-editable install ships the top-level package and its modules (dpo.py, kl.py, ...), not only subpackages
+    assert "trl_ext" in setuptools.find_packages(include=["trl_ext*"])
