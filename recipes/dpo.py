@@ -4,7 +4,7 @@ adapters disabled, so no second copy is held).
 
     python recipes/dpo.py [model=tiny] [trainer.beta=0.2] [trainer.loss_type=[ipo]] [peft=none]
     python recipes/dpo.py rdpo_alpha=0.01      # R-DPO: length-regularised margin (TRL's LD-DPO: trainer.ld_alpha)
-    python recipes/dpo.py lean.chunked_logps=false trainer.train_sampling_strategy=random   # TRL's own path
+    python recipes/dpo.py lean=off trainer.train_sampling_strategy=random   # TRL's own computation
     accelerate launch --config_file conf/accelerate/cpu.yaml recipes/dpo.py model=tiny
 """
 

@@ -120,10 +120,44 @@ def test_lean_dpo_matches_trl_loss_and_gradients(tmp_path, tiny_path, tiny_token
     trl_loss, trl_grads = loss_and_grads(trl)
     lean_loss, lean_grads = loss_and_grads(lean)
     assert lean.chunked_logps and trl_loss.item() > 0
+    real, slots = lean.model.slot_counts  # the 6 sequences ran packed: fewer slots than 6 padded rows
+    batch = lean.data_collator([lean.train_dataset[i] for i in range(3)])
+    assert real == batch["attention_mask"].sum() and slots < batch["attention_mask"].numel()
     torch.testing.assert_close(lean_loss, trl_loss, rtol=1e-5, atol=1e-6)
     assert trl_grads.keys() == lean_grads.keys() and len(trl_grads) > 10
     for name, grad in trl_grads.items():
         torch.testing.assert_close(lean_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_pack_plan_packs_first_fit_decreasing_and_unpacks_in_place():
+    from trl_ext.logprobs import PackPlan
+
+    lengths = [5, 2, 3, 4, 1]
+    mask = torch.tensor([[1] * n + [0] * (5 - n) for n in lengths])
+    ids = torch.arange(25).view(5, 5) * mask
+    plan = PackPlan.for_batch(ids, mask)  # rows of the padded width, 5
+    assert (plan.rows, plan.width, plan.real) == (3, 5, 15)  # [5], [4, 1], [3, 2]
+    assert plan.position_ids.tolist() == [[0, 1, 2, 3, 4], [0, 1, 2, 3, 0], [0, 1, 2, 0, 1]]
+    hidden = plan.input_ids[..., None].float().expand(-1, -1, 2)  # each token's hidden state is its id
+    torch.testing.assert_close(plan.unpack(hidden), ids[..., None].float().expand(-1, -1, 2))
+    wide = PackPlan.for_batch(ids, mask, pack_width=8)
+    assert (wide.rows, wide.width) == (2, 8) and wide.position_ids[0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
+    torch.testing.assert_close(wide.unpack(wide.input_ids[..., None].float()), ids[..., None].float())
+    assert PackPlan.for_batch(ids[:1], mask[:1]) is None  # one row: nothing to pack
+    assert PackPlan.for_batch(ids, mask.flip(1)) is None  # left padding: not packed
+
+
+def test_lean_dpo_does_not_pack_a_model_that_mixes_packed_sequences(tmp_path, tiny_path, tiny_tokenizer, monkeypatch):
+    import transformers.masking_utils as masking
+
+    monkeypatch.setattr(masking, "find_packed_sequence_indices", lambda position_ids: None)  # packing ignored
+    common = {"rows": PAIRS, "config": {"precompute_ref_log_probs": False}}
+    trl_loss, _ = loss_and_grads(build(tmp_path / "trl", tiny_path, tiny_tokenizer, **common))
+    lean = build(tmp_path / "lean", tiny_path, tiny_tokenizer, LeanDPOTrainer, **common)
+    lean_loss, _ = loss_and_grads(lean)
+    batch = lean.data_collator([lean.train_dataset[i] for i in range(3)])
+    assert lean.model.slot_counts[1] == batch["attention_mask"].numel()  # the probe said no: padded rows
+    torch.testing.assert_close(lean_loss, trl_loss, rtol=1e-5, atol=1e-6)
 
 
 def test_lean_dpo_with_lora_reference_is_the_base(tmp_path, tiny_path, tiny_tokenizer):

@@ -19,7 +19,7 @@ import torch
 from datasets import Dataset
 
 from trl_ext._compat import DPOTrainer
-from trl_ext.logprobs import DEFAULT_CHUNK_TOKENS, add_chunked_lm_head
+from trl_ext.logprobs import DEFAULT_CHUNK_TOKENS, DEFAULT_PACK_WIDTH, add_chunked_lm_head
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +61,13 @@ class LeanDPOTrainer(LengthRegularizedDPOTrainer):
     - `chunked_logps` (default on): sequence log-probs of the policy and the reference from the final hidden states
       of the completion tokens only, through torch's chunked `linear_cross_entropy`, never the [tokens, vocab]
       logits (`trl_ext.logprobs`). Off: TRL's fused head (on CPU it scores every position, prompt and padding too).
+    - `packing` (default on, with `chunked_logps`): each forward runs the batch's chosen and rejected sequences
+      repacked into as few rows of `pack_width` tokens as they fit in, position ids restarting per sequence, instead
+      of all padded to the longest (`trl_ext.logprobs.PackPlan`); the log-probs are the padded computation's. Used where the model keeps
+      packed sequences apart (checked once on a probe; transformers' sdpa, eager and flash attention do).
     - Length grouping: with TRL's `train_sampling_strategy="group_by_length"` a `length` column (prompt plus the
       longer response, in tokens) is added for transformers' `LengthGroupedSampler`, so a batch holds pairs of
-      similar length and pads less. Every run logs `padding_fraction`, the share of padded slots in its batches.
+      similar length and pads less. Every run logs `padding_fraction`, the share of padded slots computed (after packing).
     - `frozen_bf16` (default on) with LoRA and bf16 autocast: the frozen base weights are held in bfloat16 (the
       adapters stay float32, as peft makes them): half the base's memory, and no float32-to-bf16 cast of every weight
       at every forward (a fifth of a CPU step's time otherwise). The merged model is saved in bfloat16.
@@ -75,6 +79,8 @@ class LeanDPOTrainer(LengthRegularizedDPOTrainer):
         *args,
         chunked_logps: bool = True,
         logps_chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+        packing: bool = True,
+        pack_width: int = DEFAULT_PACK_WIDTH,
         frozen_bf16: bool = True,
         **kwargs,
     ):
@@ -87,6 +93,7 @@ class LeanDPOTrainer(LengthRegularizedDPOTrainer):
         if chunked_logps and not self.chunked_logps:
             logger.warning("chunked_logps is off: TRL's use_weighting needs the full distribution (log_sum_sq_probs)")
         self.logps_chunk_tokens = logps_chunk_tokens
+        self.packing, self.pack_width = packing, pack_width
         self._head_patched = False
         super().__init__(*args, **kwargs)
 
@@ -97,7 +104,9 @@ class LeanDPOTrainer(LengthRegularizedDPOTrainer):
         self._head_patched = True
         model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         for m, stats in ((model, True), (self.ref_model, False)):  # the policy's metrics: entropy, logits, top-1
-            if m is not None and not add_chunked_lm_head(m, self.logps_chunk_tokens, stats):
+            if m is not None and not add_chunked_lm_head(
+                m, self.logps_chunk_tokens, stats, self.packing, self.pack_width
+            ):
                 self.chunked_logps = False  # a model that scales its logits: TRL's head serves it
                 return
 
@@ -107,10 +116,13 @@ class LeanDPOTrainer(LengthRegularizedDPOTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self._patch_heads()
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         mask = inputs["attention_mask"]
+        causal_lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        real, slots = getattr(causal_lm, "slot_counts", (mask.sum().item(), mask.numel()))  # TRL's head: padded
         mode = "train" if self.model.training else "eval"
-        self._metrics[mode]["padding_fraction"].append(1.0 - mask.sum().item() / max(mask.numel(), 1))
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        self._metrics[mode]["padding_fraction"].append(1.0 - real / max(slots, 1))
+        return result
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
@@ -129,4 +141,3 @@ class LeanDPOTrainer(LengthRegularizedDPOTrainer):
         super()._set_signature_columns_if_needed()
         if self.args.train_sampling_strategy == "group_by_length":
             self._signature_columns = [*self._signature_columns, self.args.length_column_name]
-
