@@ -1,5 +1,5 @@
 """Direct preference optimisation (TRL's DPOTrainer, extended by trl_ext.dpo.LeanDPOTrainer: chunked log-probs of the
-completion tokens, length-grouped batches); the reference is the starting model (with LoRA: the same weights with the
+completion tokens, packed batches); the reference is the starting model (with LoRA: the same weights with the
 adapters disabled, so no second copy is held).
 
     python recipes/dpo.py [model=tiny] [trainer.beta=0.2] [trainer.loss_type=[ipo]] [peft=none]

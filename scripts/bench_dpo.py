@@ -3,7 +3,8 @@
 - TRL 1.16's `DPOTrainer` with its defaults (bf16 autocast where supported, gradient checkpointing, reference
   log-probs computed at every step), full fine-tuning and LoRA;
 - ours: `recipes/dpo.py`'s defaults (`trl_ext.dpo.LeanDPOTrainer`: chunked log-probs of the completion tokens only,
-  length-grouped batches, reference log-probs precomputed once), full and LoRA.
+  packed batches, reference log-probs precomputed once), full and LoRA; ablations with a suffix (_nopack, _random,
+  _fp32, _nochunk).
 
 Each configuration runs in its own process. Reported: real (non-padding) tokens per second over the training steps
 (first step excluded) and end to end (from building the trainer, so tokenisation and our reference pass count),
@@ -162,8 +163,8 @@ def main() -> None:
             changes = ", ".join(text for key, text in ablation.items() if key in name)
             label[name] = f"{label[base_name]} with {changes}"
     lines = [
-        "| run | tokens/s (steps) | tokens/s (end to end) | padded slots: batches / computed | peak RSS GiB | model FLOP/s (end to end) "
-        "| of matmul peak | vs TRL: tokens/s (e2e) | vs TRL: memory |",
+        "| run | tokens/s (steps) | tokens/s (end to end) | padded slots: batches / computed | peak RSS GiB "
+        "| model FLOP/s (end to end) | of matmul peak | vs TRL: tokens/s (e2e) | vs TRL: memory |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in runs.items():
@@ -173,7 +174,8 @@ def main() -> None:
         base = runs.get("trl_lora" if "_lora" in name else "trl_full", r)
         lines.append(
             f"| {label[name]} | {r['step_tokens_per_s']:.0f} | {r['e2e_tokens_per_s']:.0f} | "
-            f"{r['padding_fraction']:.0%} / {r['computed_padding'] or r['padding_fraction']:.0%} | {r['peak_rss_gib']:.2f} | {achieved / 1e9:.1f} G | {achieved / peak:.1%} | "
+            f"{r['padding_fraction']:.0%} / {r['computed_padding'] or r['padding_fraction']:.0%} | "
+            f"{r['peak_rss_gib']:.2f} | {achieved / 1e9:.1f} G | {achieved / peak:.1%} | "
             f"{r['e2e_tokens_per_s'] / base['e2e_tokens_per_s']:.2f}x | "
             f"{r['peak_rss_gib'] / base['peak_rss_gib']:.2f}x |"
         )

@@ -4,7 +4,8 @@
   installed by this script into its own virtual environment `.bench/trl112`), at equal settings: 4 prompts per
   update, 32 response tokens, one PPO epoch, float32, a reward model and a value model from the same base;
 - ours in memory-lean mode (LoRA policy; the reference is the base with adapters disabled);
-- TRL 1.16's DPOTrainer with its defaults (full and LoRA) at 2 pairs per step (4 sequences, as PPO's 4 rollouts).
+- DPO at 2 pairs per step (4 sequences, as PPO's 4 rollouts), full and LoRA: TRL 1.16's DPOTrainer with its
+  defaults, and `recipes/dpo.py`'s defaults (`trl_ext.dpo.LeanDPOTrainer`, conf/dpo.yaml).
 
 Each configuration runs in its own process; we report seconds per update (median, first update excluded) and the
 process's peak resident memory, then the ratios. Results are appended to docs/benchmarks.md.
@@ -149,18 +150,16 @@ def worker_ours(model_dir: str, updates: int, lora: bool) -> dict:
     }
 
 
-def worker_dpo(model_dir: str, updates: int, lora: bool) -> dict:
+def worker_dpo(model_dir: str, updates: int, lora: bool, lean: bool) -> dict:
     from peft import LoraConfig
-    from trl import DPOConfig, DPOTrainer
+    from transformers import TrainerCallback
 
     from trl_ext.data import load_preferences
     from trl_ext.models import load_policy, load_tokenizer
 
     tok = load_tokenizer(model_dir)
     pairs = load_preferences("demo")[0]["train"].select(range(2 * updates))
-    args = DPOConfig(
-        output_dir="/tmp/bench_dpo",
-        use_cpu=True,
+    common = dict(
         per_device_train_batch_size=2,
         max_steps=updates,
         max_length=256,
@@ -170,20 +169,29 @@ def worker_dpo(model_dir: str, updates: int, lora: bool) -> dict:
         seed=SETTINGS["seed"],
     )
     marks = []
-    from transformers import TrainerCallback
 
     class Clock(TrainerCallback):
         def on_step_end(self, *a, **k):
             marks.append(time.perf_counter())
 
-    trainer = DPOTrainer(
-        model=load_policy(model_dir, tok),
-        args=args,
-        train_dataset=pairs,
-        processing_class=tok,
-        callbacks=[Clock()],
-        peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear") if lora else None,
-    )
+    peft_config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear") if lora else None
+    kwargs = dict(train_dataset=pairs, processing_class=tok, callbacks=[Clock()], peft_config=peft_config)
+    if lean:  # recipes/dpo.py's trainer and settings
+        from hydra import compose, initialize_config_dir
+
+        from trl_ext._compat import DPOConfig
+        from trl_ext.dpo import LeanDPOTrainer
+        from trl_ext.training import trainer_config
+
+        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+            cfg = compose("dpo")
+        args = trainer_config(DPOConfig, cfg.trainer, "/tmp/bench_dpo", use_cpu=True, **common)
+        trainer = LeanDPOTrainer(model=load_policy(model_dir, tok), args=args, **kwargs, **cfg.lean)
+    else:
+        from trl import DPOConfig, DPOTrainer
+
+        args = DPOConfig(output_dir="/tmp/bench_dpo", use_cpu=True, **common)
+        trainer = DPOTrainer(model=load_policy(model_dir, tok), args=args, **kwargs)
     marks.append(time.perf_counter())
     trainer.train()
     return {"update_s": [b - a for a, b in zip(marks, marks[1:])]}
@@ -200,8 +208,10 @@ def main() -> None:
             "upstream": lambda: worker_upstream(args.model_dir, args.updates),
             "ours": lambda: worker_ours(args.model_dir, args.updates, lora=False),
             "ours_lora": lambda: worker_ours(args.model_dir, args.updates, lora=True),
-            "dpo": lambda: worker_dpo(args.model_dir, args.updates, lora=False),
-            "dpo_lora": lambda: worker_dpo(args.model_dir, args.updates, lora=True),
+            "dpo": lambda: worker_dpo(args.model_dir, args.updates, lora=False, lean=False),
+            "dpo_lora": lambda: worker_dpo(args.model_dir, args.updates, lora=True, lean=False),
+            "lean_dpo": lambda: worker_dpo(args.model_dir, args.updates, lora=False, lean=True),
+            "lean_dpo_lora": lambda: worker_dpo(args.model_dir, args.updates, lora=True, lean=True),
         }[args.worker]
         result = fn()
         result["peak_rss_gib"] = peak_rss_gib()
@@ -223,6 +233,8 @@ def main() -> None:
         "trl_ext PPO, LoRA (memory-lean)": run_worker(__file__, "ours_lora", *sizes),
         "TRL 1.16 DPO defaults, full": run_worker(__file__, "dpo", *sizes),
         "TRL 1.16 DPO defaults, LoRA": run_worker(__file__, "dpo_lora", *sizes),
+        "trl_ext DPO (recipes/dpo.py defaults), full": run_worker(__file__, "lean_dpo", *sizes),
+        "trl_ext DPO (recipes/dpo.py defaults), LoRA": run_worker(__file__, "lean_dpo_lora", *sizes),
     }
     base = runs["upstream PPO (trl 1.12.0), full"]
     ours = runs["trl_ext PPO, full"]
@@ -243,8 +255,9 @@ def main() -> None:
         f"## PPO: trl_ext against trl 1.12.0, and PPO against DPO memory ({datetime.date.today()})\n\n"
         f"Command: `python scripts/bench_ppo.py --updates {args.updates}`. SmolLM2-135M-Instruct (embedded), "
         f"{SETTINGS['batch']} prompts per PPO update, {SETTINGS['response_length']} response tokens, 1 PPO epoch, "
-        "float32, reward and value models from the same base; DPO: TRL defaults (bf16 autocast on this CPU, gradient "
-        "checkpointing), 2 pairs (4 sequences) per step. Each run is its own process; peak RSS is that process's.\n"
+        "float32, reward and value models from the same base; DPO: 2 pairs (4 sequences) per step, TRL's defaults "
+        "(bf16 autocast on this CPU, gradient checkpointing) and ours (conf/dpo.yaml: LeanDPOTrainer, reference "
+        "log-probs precomputed, the LoRA base held in bf16). Each run is its own process; peak RSS is that process's.\n"
         f"Machine: {platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}, transformers "
         f"{transformers.__version__}, trl {trl.__version__} (upstream PPO: trl 1.12.0 in .bench/trl112).\n"
         f"Mean response length (ours): {statistics.mean(ours.get('response_length', [0])):.1f} tokens.\n"

@@ -11,7 +11,7 @@ from trl_ext._compat import DPOConfig, RewardConfig, SFTConfig
 from trl_ext.errors import ConfigError
 from trl_ext.training import peft_config, trainer_config
 
-PRIMARY = ["sft", "reward", "dpo", "eval", "pipeline"]
+PRIMARY = ["sft", "reward", "dpo", "eval", "pipeline", "rlaif", "ppo", "bon"]
 TRL_CONFIGS = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig}
 
 
@@ -47,6 +47,16 @@ def test_pipeline_stage_overrides(tmp_path):
     cfg = make("pipeline", "dpo.trainer.beta=0.3", "sft.trainer.max_steps=2", "pipeline=sft_rm")
     assert cfg.dpo.trainer.beta == 0.3 and cfg.evaluation.beta == 0.3 and cfg.sft.trainer.max_steps == 2
     assert list(cfg.pipeline.stages) == ["sft", "reward"]
+
+
+def test_pipeline_stages_share_the_recipes_settings():
+    """pipeline=sft_rlaif_dpo's rlaif node and the dpo node's lean switches come from the groups the recipes use."""
+    recipe, pipeline = make("rlaif"), make("pipeline", "pipeline=sft_rlaif_dpo")
+    assert pipeline.rlaif.labeler == recipe.labeler and pipeline.rlaif.judge == recipe.judge
+    assert pipeline.rlaif.constitution == recipe.constitution and pipeline.rlaif.preferences == recipe.preferences
+    assert pipeline.rlaif.sampling.generation.max_new_tokens == 48  # the pipeline's own, smaller round
+    assert make("pipeline").dpo.lean == make("dpo").lean
+    assert make("dpo", "lean=off").lean.chunked_logps is False
 
 
 def test_misspelled_trainer_field_names_the_config(tmp_path):

@@ -63,11 +63,13 @@ class LeanDPOTrainer(LengthRegularizedDPOTrainer):
       logits (`trl_ext.logprobs`). Off: TRL's fused head (on CPU it scores every position, prompt and padding too).
     - `packing` (default on, with `chunked_logps`): each forward runs the batch's chosen and rejected sequences
       repacked into as few rows of `pack_width` tokens as they fit in, position ids restarting per sequence, instead
-      of all padded to the longest (`trl_ext.logprobs.PackPlan`); the log-probs are the padded computation's. Used where the model keeps
-      packed sequences apart (checked once on a probe; transformers' sdpa, eager and flash attention do).
+      of all padded to the longest (`trl_ext.logprobs.PackPlan`); the log-probs are the padded computation's. Used
+      where the model keeps packed sequences apart (checked once on a probe; transformers' sdpa, eager and flash
+      attention do).
     - Length grouping: with TRL's `train_sampling_strategy="group_by_length"` a `length` column (prompt plus the
       longer response, in tokens) is added for transformers' `LengthGroupedSampler`, so a batch holds pairs of
-      similar length and pads less. Every run logs `padding_fraction`, the share of padded slots computed (after packing).
+      similar length and pads less. Every run logs `padding_fraction`, the share of padded slots computed (after
+      packing).
     - `frozen_bf16` (default on) with LoRA and bf16 autocast: the frozen base weights are held in bfloat16 (the
       adapters stay float32, as peft makes them): half the base's memory, and no float32-to-bf16 cast of every weight
       at every forward (a fifth of a CPU step's time otherwise). The merged model is saved in bfloat16.

@@ -12,10 +12,10 @@ DPOTrainer's loss code runs untouched; any other call (generation, plain forward
 
 With `packing`, that forward also removes most padding: TRL pads every chosen and rejected sequence of a batch to the
 longest one, and on preference data a third to a half of the slots are padding. The sequences are repacked, first-fit
-decreasing, into as few rows of `pack_width` tokens (or the padded width, if longer) as they fit in, with position ids that restart at each sequence;
-transformers then builds a block-diagonal causal mask from the position ids, so no sequence attends to another. The
-hidden states are put back in the padded layout before the log-probs, so the result is the padded computation's.
-Whether a model honours packed position ids is checked once, numerically, on a two-sequence probe.
+decreasing, into as few rows of `pack_width` tokens (or the padded width, if longer) as they fit in, with position
+ids that restart at each sequence; transformers then builds a block-diagonal causal mask from the position ids, so no
+sequence attends to another. The hidden states are put back in the padded layout before the log-probs, so the result
+is the padded computation's. Whether a model honours packed position ids is checked once, on a two-sequence probe.
 """
 
 from __future__ import annotations
