@@ -112,6 +112,26 @@ def test_resume_gives_the_same_result(tmp_path, tiny_path, tiny_tokenizer, promp
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
+def test_actor_and_critic_backward_one_after_the_other_equals_one_backward(
+    tmp_path, tiny_path, tiny_tokenizer, prompts
+):
+    """The single-process path (actor's backward, then critic's) against the summed loss distributed wrappers use."""
+    runs = []
+    for separate in (True, False):
+        trainer = make_trainer(tmp_path / str(separate), tiny_path, tiny_tokenizer, prompts, max_steps=2)
+        assert trainer.separate_backward  # one process
+        trainer.separate_backward = separate
+        trainer.train()
+        runs.append(trainer)
+    separate, summed = runs
+    for a, b in zip(separate.state.log_history, summed.state.log_history):
+        assert {k: v for k, v in a.items() if k != "time/update_s"} == pytest.approx(
+            {k: v for k, v in b.items() if k != "time/update_s"}, rel=1e-5, abs=1e-6
+        )
+    a, b = (r.accelerator.unwrap_model(r.model).state_dict() for r in runs)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
 def test_lora_policy_uses_the_base_as_reference(tmp_path, tiny_path, tiny_tokenizer, prompts):
     from peft import LoraConfig
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator, DistributedType, PartialState
 from datasets import Dataset
 from torch import nn
 from torch.utils.data import DataLoader
@@ -32,6 +32,7 @@ from transformers import (
     GenerationConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    Trainer,
     TrainerState,
     get_scheduler,
 )
@@ -98,14 +99,18 @@ class PolicyAndValue(nn.Module):
         return self.policy.config
 
     def forward(self, input_ids, attention_mask, position_ids, n_response: int):
-        logits = self.policy(
+        """(policy logits at the response positions (b, t, vocab), critic values (b, t))."""
+        inputs = (input_ids, attention_mask, position_ids)
+        return self.policy_logits(*inputs, n_response), value_forward(self.value_model, *inputs, n_response)
+
+    def policy_logits(self, input_ids, attention_mask, position_ids, n_response: int) -> torch.Tensor:
+        return self.policy(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             logits_to_keep=n_response + 1,
             use_cache=False,
         ).logits[:, :-1]
-        return logits, value_forward(self.value_model, input_ids, attention_mask, position_ids, n_response)
 
 
 def value_forward(model: PreTrainedModel, input_ids, attention_mask, position_ids, n_response: int) -> torch.Tensor:
@@ -220,12 +225,8 @@ class PPOTrainer:
             args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * self.updates_per_epoch)
         )
         self.model = PolicyAndValue(policy, value_model)
-        optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad],
-            lr=args.learning_rate,
-            weight_decay=args.weight_decay,
-            eps=args.adam_epsilon,
-        )
+        self.separate_backward = self.accelerator.distributed_type == DistributedType.NO  # see `learn`
+        optimizer = self._make_optimizer(self.model)
         n_steps = self.total_updates * args.num_ppo_epochs * args.num_mini_batches
         scheduler = get_scheduler(args.lr_scheduler_type, optimizer, args.get_warmup_steps(n_steps), n_steps)
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
@@ -246,6 +247,19 @@ class PPOTrainer:
             output_logits=True,
         )
         self.state, self.truncated_prompts = TrainerState(), 0  # global_step = updates done
+
+    def _make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """The optimizer transformers' Trainer builds from the same arguments: `args.optim` (by default fused AdamW,
+        one kernel per parameter and no temporaries), `learning_rate`, `adam_*`, and `weight_decay` except on biases
+        and norms."""
+        decay = set(Trainer.get_decay_parameter_names(self, model))  # uses nothing of the Trainer instance
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for n, p in trainable if n in decay], "weight_decay": self.args.weight_decay},
+            {"params": [p for n, p in trainable if n not in decay], "weight_decay": 0.0},
+        ]
+        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
+        return optimizer_cls([g for g in groups if g["params"]], **kwargs)
 
     def _prepare_frozen(self, model: PreTrainedModel | None):
         """A model that is only evaluated (reference, reward): sharded like the policy under DeepSpeed ZeRO-3 (TRL's
@@ -376,44 +390,63 @@ class PPOTrainer:
         return experience, texts
 
     def learn(self, exp: Experience) -> dict[str, float]:
-        """`num_ppo_epochs` passes over the rollout batch in `num_mini_batches` optimizer steps."""
+        """`num_ppo_epochs` passes over the rollout batch in `num_mini_batches` optimizer steps.
+
+        In a single process the actor's and the critic's losses are back-propagated one after the other: their
+        parameters are disjoint, so the gradients are the same as one backward of the sum, and the actor's
+        activations are freed before the critic's forward pass (the peak holds one model's activations, not two).
+        Distributed wrappers (DDP, DeepSpeed) expect one backward per forward of the wrapped module: one sum there.
+        """
         args, stats = self.args, defaultdict(list)
         self.model.train()
         micro = args.per_device_train_batch_size
+        one_by_one = self.separate_backward
         for _ in range(args.num_ppo_epochs):
             order = torch.randperm(len(exp.scores), device=exp.scores.device)
             for start in range(0, len(order), micro):
                 mb = exp.select(order[start : start + micro])
+                inputs, n = self._inputs(mb.queries, mb.query_mask, mb.responses, mb.mask), mb.responses.shape[1]
                 with self.accelerator.accumulate(self.model), self.accelerator.autocast():
-                    logits, values = self.model(
-                        *self._inputs(mb.queries, mb.query_mask, mb.responses, mb.mask),
-                        n_response=mb.responses.shape[1],
-                    )
-                    logprobs, entropy = self._logprobs(logits, mb.responses)
-                    pg_loss, pg_stats = core.policy_loss(logprobs, mb.logprobs, mb.advantages, mb.mask, args.cliprange)
-                    vf_loss, vf_stats = core.value_loss(values, mb.values, mb.returns, mb.mask, args.cliprange_value)
-                    entropy_mean = core.masked_mean(entropy, mb.mask)
-                    loss = pg_loss + args.vf_coef * vf_loss - args.entropy_coef * entropy_mean
-                    if args.kl_placement == "loss":
-                        kl = kl_per_token(logprobs, mb.ref_logprobs, args.kl_estimator)
-                        loss = loss + self.kl_ctl.value * core.masked_mean(kl, mb.mask)
+                    if one_by_one:
+                        actor_loss, actor_stats = self._actor_loss(self.model.policy_logits(*inputs, n), mb)
+                        self.accelerator.backward(actor_loss)
+                        critic_loss, critic_stats = self._critic_loss(
+                            value_forward(self.model.value_model, *inputs, n), mb
+                        )
+                        loss = actor_loss.detach() + critic_loss
+                    else:
+                        logits, values = self.model(*inputs, n_response=n)
+                        actor_loss, actor_stats = self._actor_loss(logits, mb)
+                        critic_loss, critic_stats = self._critic_loss(values, mb)
+                        loss = actor_loss + critic_loss
                     self._check_finite(loss)
-                    self.accelerator.backward(loss)
+                    self.accelerator.backward(critic_loss if one_by_one else loss)
                     if self.accelerator.sync_gradients and args.max_grad_norm:
                         self.accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
                     self.optimizer.step()
                     if self.accelerator.sync_gradients:
                         self.scheduler.step()
                     self.optimizer.zero_grad()
-                for key, value in {
-                    **pg_stats,
-                    **vf_stats,
-                    "loss/policy": pg_loss,
-                    "loss/value": vf_loss,
-                    "policy/entropy": entropy_mean,
-                }.items():
+                for key, value in {**actor_stats, **critic_stats}.items():
                     stats[key].append(value.detach().float())
         return {k: self.accelerator.gather(torch.stack(v).mean()).mean().item() for k, v in stats.items()}
+
+    def _actor_loss(self, logits: torch.Tensor, mb: Experience) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Clipped policy loss, minus the entropy bonus, plus the KL term when the KL is placed in the loss."""
+        args = self.args
+        logprobs, entropy = self._logprobs(logits, mb.responses)
+        pg_loss, pg_stats = core.policy_loss(logprobs, mb.logprobs, mb.advantages, mb.mask, args.cliprange)
+        entropy_mean = core.masked_mean(entropy, mb.mask)
+        loss = pg_loss - args.entropy_coef * entropy_mean
+        if args.kl_placement == "loss":
+            kl = kl_per_token(logprobs, mb.ref_logprobs, args.kl_estimator)
+            loss = loss + self.kl_ctl.value * core.masked_mean(kl, mb.mask)
+        return loss, {**pg_stats, "loss/policy": pg_loss, "policy/entropy": entropy_mean}
+
+    def _critic_loss(self, values: torch.Tensor, mb: Experience) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Clipped value loss, weighted by `vf_coef`."""
+        vf_loss, vf_stats = core.value_loss(values, mb.values, mb.returns, mb.mask, self.args.cliprange_value)
+        return self.args.vf_coef * vf_loss, {**vf_stats, "loss/value": vf_loss}
 
     def _rollout_stats(self, exp: Experience) -> dict[str, float]:
         g = self.accelerator.gather
