@@ -185,7 +185,7 @@ def worker_dpo(model_dir: str, updates: int, lora: bool, lean: bool) -> dict:
 
         with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
             cfg = compose("dpo")
-        args = trainer_config(DPOConfig, cfg.trainer, "/tmp/bench_dpo", use_cpu=True, **common)
+        args = trainer_config(DPOConfig, cfg.trainer, "/tmp/bench_dpo", use_cpu=True, eval_strategy="no", **common)
         trainer = LeanDPOTrainer(model=load_policy(model_dir, tok), args=args, **kwargs, **cfg.lean)
     else:
         from trl import DPOConfig, DPOTrainer
