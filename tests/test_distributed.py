@@ -82,6 +82,8 @@ def test_dpo_zero3_two_processes_match_one(tmp_path):
             a["rewards/margins"], b["rewards/margins"], abs_=1e-5
         )
     assert zero3[1]["loss"] < math.log(2) - 1e-4  # step 1's update moved the policy
+    # the chunked head reads the LM head's weight outside a module call: under ZeRO-3 TRL's head serves instead
+    assert "sharded (ZeRO-3 or FSDP)" in (run_dir / "dpo.log").read_text()
 
 
 def test_reward_zero3_two_processes_match_one(tmp_path):

@@ -73,6 +73,7 @@ class LeanDPOTrainer(LengthRegularizedDPOTrainer):
     - `frozen_bf16` (default on) with LoRA and bf16 autocast: the frozen base weights are held in bfloat16 (the
       adapters stay float32, as peft makes them): half the base's memory, and no float32-to-bf16 cast of every weight
       at every forward (a fifth of a CPU step's time otherwise). The merged model is saved in bfloat16.
+    - Under ZeRO-3 or FSDP (sharded parameters) TRL's own head computes the log-probs, unpacked.
     - Everything else (losses, reference handling, LoRA, DeepSpeed, R-DPO's `rdpo_alpha`) is TRL's or inherited.
     """
 
@@ -104,6 +105,12 @@ class LeanDPOTrainer(LengthRegularizedDPOTrainer):
         if self._head_patched or not self.chunked_logps:
             return
         self._head_patched = True
+        plugin = self.accelerator.state.deepspeed_plugin
+        if self.is_fsdp_enabled or (plugin is not None and plugin.zero_stage == 3):
+            # sharded parameters are gathered around module calls; the chunked head reads the weight directly
+            logger.warning("Chunked log-probs and packing not used: the parameters are sharded (ZeRO-3 or FSDP)")
+            self.chunked_logps = False
+            return
         model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         for m, stats in ((model, True), (self.ref_model, False)):  # the policy's metrics: entropy, logits, top-1
             if m is not None and not add_chunked_lm_head(
