@@ -132,6 +132,36 @@ def test_actor_and_critic_backward_one_after_the_other_equals_one_backward(
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+@pytest.mark.parametrize("peft", [False, True])
+def test_chunked_log_probs_train_like_the_logits(tmp_path, tiny_path, tiny_tokenizer, prompts, peft):
+    """The chunked head (policy in learning, reference in the rollout) against the response logits."""
+    from peft import LoraConfig
+
+    runs = []
+    for chunked in (True, False):
+        trainer = make_trainer(
+            tmp_path / str(chunked), tiny_path, tiny_tokenizer, prompts, max_steps=2, chunked_logps=chunked
+        )
+        if peft:  # the reference is the policy with its adapters disabled
+            trainer = PPOTrainer(
+                load_policy(tiny_path, tiny_tokenizer),
+                trainer.args,
+                tiny_tokenizer,
+                prompts,
+                reward_funcs=[letter_e_reward],
+                peft_config=LoraConfig(r=4, target_modules="all-linear"),
+            )
+        assert trainer.chunked_logps is chunked
+        trainer.train()
+        runs.append(trainer)
+    for a, b in zip(runs[0].state.log_history, runs[1].state.log_history):
+        assert {k: v for k, v in a.items() if k != "time/update_s"} == pytest.approx(
+            {k: v for k, v in b.items() if k != "time/update_s"}, rel=1e-4, abs=1e-5
+        )
+    a, b = (r.accelerator.unwrap_model(r.model).state_dict() for r in runs)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
 def test_lora_policy_uses_the_base_as_reference(tmp_path, tiny_path, tiny_tokenizer, prompts):
     from peft import LoraConfig
 

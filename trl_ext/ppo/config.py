@@ -48,6 +48,10 @@ class PPOConfig(TrainingArguments):
     gamma (`float`, defaults to `1.0`), lam (`float`, defaults to `0.95`): GAE,
     cliprange (`float`, defaults to `0.2`), cliprange_value (`float`, defaults to `0.2`), vf_coef (`float`,
     defaults to `0.1`), entropy_coef (`float`, defaults to `0.0`).
+    chunked_logps (`bool`, defaults to `True`): the log-probs of the responses (policy in learning, reference in the
+        rollout) from the final hidden states through torch's chunked `linear_cross_entropy` (`trl_ext.logprobs`),
+        never the (b, t, vocab) logits. Not used where the full distribution is needed (an entropy bonus, the `full`
+        KL estimator for the reference), under ZeRO-3, or for models that scale their logits.
 
     > Outputs
 
@@ -79,6 +83,13 @@ class PPOConfig(TrainingArguments):
     cliprange_value: float = field(default=0.2, metadata={"help": "Value clip range."})
     vf_coef: float = field(default=0.1, metadata={"help": "Value loss coefficient."})
     entropy_coef: float = field(default=0.0, metadata={"help": "Entropy bonus coefficient."})
+    chunked_logps: bool = field(
+        default=True,
+        metadata={
+            "help": "Log-probs of the responses from the hidden states through chunked linear_cross_entropy, never "
+            "the [tokens, vocab] logits (not with entropy_coef != 0, kl_estimator=full for the reference, ZeRO-3)."
+        },
+    )
     sample_every: int = field(default=10, metadata={"help": "Log sample completions every N updates (0: never)."})
     save_value_model: bool = field(default=False, metadata={"help": "Also save the value model."})
 

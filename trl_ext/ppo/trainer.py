@@ -47,6 +47,7 @@ from trl_ext._compat import (
 from trl_ext.distributed import full_weights, gathered_parameters
 from trl_ext.guards import NonFiniteError, forced_nan, non_finite_message
 from trl_ext.kl import kl_per_token, make_kl_controller
+from trl_ext.logprobs import supports_chunked_head, token_logps
 from trl_ext.ppo import core
 from trl_ext.ppo.config import PPOConfig
 from trl_ext.rewards import RewardModelScorer, score
@@ -98,19 +99,37 @@ class PolicyAndValue(nn.Module):
     def config(self):  # what DeepSpeed reads to size its buckets
         return self.policy.config
 
-    def forward(self, input_ids, attention_mask, position_ids, n_response: int):
-        """(policy logits at the response positions (b, t, vocab), critic values (b, t))."""
+    def forward(self, input_ids, attention_mask, position_ids, responses, temperature: float, chunked: bool):
+        """(policy log-probs (b, t) and entropy (b, t) of the responses, critic values (b, t))."""
         inputs = (input_ids, attention_mask, position_ids)
-        return self.policy_logits(*inputs, n_response), value_forward(self.value_model, *inputs, n_response)
+        logprobs, entropy = response_logprobs(self.policy, *inputs, responses, temperature, chunked)
+        return logprobs, entropy, value_forward(self.value_model, *inputs, n_response=responses.shape[1])
 
-    def policy_logits(self, input_ids, attention_mask, position_ids, n_response: int) -> torch.Tensor:
-        return self.policy(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            logits_to_keep=n_response + 1,
-            use_cache=False,
-        ).logits[:, :-1]
+
+def _backbone(model: PreTrainedModel) -> tuple[PreTrainedModel, nn.Module]:
+    """(the model under any peft wrapper, its transformer body). Adapters are injected in place, so the body runs
+    with them (or without, inside peft's `disable_adapter()`)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner, getattr(inner, inner.base_model_prefix)
+
+
+def response_logprobs(
+    model: PreTrainedModel, input_ids, attention_mask, position_ids, responses, temperature: float, chunked: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs at `temperature` of the response tokens (the last t positions) and the entropy there, both (b, t).
+
+    `chunked`: from the final hidden states through torch's chunked `linear_cross_entropy` (`trl_ext.logprobs`),
+    never the (b, t, vocab) logits and their log-softmax; the entropy is then computed without gradient. Otherwise
+    the response positions' logits (`logits_to_keep`) and TRL's `selective_log_softmax_and_entropy`."""
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    n = responses.shape[1]
+    if chunked:
+        inner, backbone = _backbone(model)
+        hidden = backbone(**inputs).last_hidden_state[:, -n - 1 : -1]
+        out = token_logps(hidden / temperature, inner.get_output_embeddings(), responses, stats=True)
+        return out["log_probs"], out["entropy"]
+    logits = model(**inputs, logits_to_keep=n + 1).logits[:, :-1]
+    return selective_log_softmax_and_entropy(logits.float() / temperature, responses)
 
 
 def value_forward(model: PreTrainedModel, input_ids, attention_mask, position_ids, n_response: int) -> torch.Tensor:
@@ -118,8 +137,7 @@ def value_forward(model: PreTrainedModel, input_ids, attention_mask, position_id
 
     Works for a plain sequence classifier and for one wrapped with peft adapters (injected in place).
     """
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    backbone = getattr(inner, inner.base_model_prefix)
+    inner, backbone = _backbone(model)
     hidden = backbone(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
     ).last_hidden_state
@@ -226,6 +244,8 @@ class PPOTrainer:
         )
         self.model = PolicyAndValue(policy, value_model)
         self.separate_backward = self.accelerator.distributed_type == DistributedType.NO  # see `learn`
+        sharded = self.deepspeed is not None and self.deepspeed.zero_stage == 3  # the head is read outside a call
+        self.chunked_logps = args.chunked_logps and not sharded and supports_chunked_head(policy) is None
         optimizer = self._make_optimizer(self.model)
         n_steps = self.total_updates * args.num_ppo_epochs * args.num_mini_batches
         scheduler = get_scheduler(args.lr_scheduler_type, optimizer, args.get_warmup_steps(n_steps), n_steps)
@@ -324,6 +344,15 @@ class PPOTrainer:
         with policy.disable_adapter():  # peft: the reference is the base weights
             return policy(**kwargs, logits_to_keep=n_response + 1, use_cache=False).logits[:, :-1]
 
+    def _ref_logprobs(self, inputs, responses: torch.Tensor) -> torch.Tensor:
+        """The reference's log-probs of the responses (b, t), through the chunked head."""
+        temperature = self.args.temperature
+        if self.ref_model is not None:
+            return response_logprobs(self.ref_model, *inputs, responses, temperature, chunked=True)[0]
+        policy = self.accelerator.unwrap_model(self.model).policy
+        with policy.disable_adapter():  # peft: the reference is the base weights
+            return response_logprobs(policy, *inputs, responses, temperature, chunked=True)[0]
+
     # ----- one update ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def make_experience(self, batch: dict[str, Any]) -> tuple[Experience, list[str]]:
@@ -343,10 +372,13 @@ class PPOTrainer:
             responses = responses.masked_fill(mask == 0, self.tokenizer.pad_token_id)
             inputs, n = self._inputs(queries, query_mask, responses, mask), responses.shape[1]
             values = value_forward(unwrapped.value_model, *inputs, n_response=n)
-            ref_logits = self._ref_logits(inputs, n)
+            full = args.kl_estimator == "full"  # the exact KL needs both distributions whole
+            if self.chunked_logps and not full:
+                ref_logits, ref_logprobs = None, self._ref_logprobs(inputs, responses)
+            else:
+                ref_logits = self._ref_logits(inputs, n)
+                ref_logprobs = self._logprobs(ref_logits, responses)[0]
         logprobs, entropy = self._logprobs(logits, responses)
-        ref_logprobs, _ = self._logprobs(ref_logits, responses)
-        full = args.kl_estimator == "full"
         kl = kl_per_token(
             logprobs,
             ref_logprobs,
@@ -401,6 +433,7 @@ class PPOTrainer:
         self.model.train()
         micro = args.per_device_train_batch_size
         one_by_one = self.separate_backward
+        chunked = self.chunked_logps and not args.entropy_coef  # an entropy bonus needs the entropy's gradient
         for _ in range(args.num_ppo_epochs):
             order = torch.randperm(len(exp.scores), device=exp.scores.device)
             for start in range(0, len(order), micro):
@@ -408,15 +441,16 @@ class PPOTrainer:
                 inputs, n = self._inputs(mb.queries, mb.query_mask, mb.responses, mb.mask), mb.responses.shape[1]
                 with self.accelerator.accumulate(self.model), self.accelerator.autocast():
                     if one_by_one:
-                        actor_loss, actor_stats = self._actor_loss(self.model.policy_logits(*inputs, n), mb)
+                        policy = self.model.policy
+                        logprobs = response_logprobs(policy, *inputs, mb.responses, args.temperature, chunked)
+                        actor_loss, actor_stats = self._actor_loss(*logprobs, mb)
                         self.accelerator.backward(actor_loss)
-                        critic_loss, critic_stats = self._critic_loss(
-                            value_forward(self.model.value_model, *inputs, n), mb
-                        )
+                        values = value_forward(self.model.value_model, *inputs, n)
+                        critic_loss, critic_stats = self._critic_loss(values, mb)
                         loss = actor_loss.detach() + critic_loss
                     else:
-                        logits, values = self.model(*inputs, n_response=n)
-                        actor_loss, actor_stats = self._actor_loss(logits, mb)
+                        logprobs, entropy, values = self.model(*inputs, mb.responses, args.temperature, chunked)
+                        actor_loss, actor_stats = self._actor_loss(logprobs, entropy, mb)
                         critic_loss, critic_stats = self._critic_loss(values, mb)
                         loss = actor_loss + critic_loss
                     self._check_finite(loss)
@@ -431,10 +465,11 @@ class PPOTrainer:
                     stats[key].append(value.detach().float())
         return {k: self.accelerator.gather(torch.stack(v).mean()).mean().item() for k, v in stats.items()}
 
-    def _actor_loss(self, logits: torch.Tensor, mb: Experience) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _actor_loss(
+        self, logprobs: torch.Tensor, entropy: torch.Tensor, mb: Experience
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Clipped policy loss, minus the entropy bonus, plus the KL term when the KL is placed in the loss."""
         args = self.args
-        logprobs, entropy = self._logprobs(logits, mb.responses)
         pg_loss, pg_stats = core.policy_loss(logprobs, mb.logprobs, mb.advantages, mb.mask, args.cliprange)
         entropy_mean = core.masked_mean(entropy, mb.mask)
         loss = pg_loss - args.entropy_coef * entropy_mean
