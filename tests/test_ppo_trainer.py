@@ -38,7 +38,7 @@ def small_config(tmp_path, **overrides) -> PPOConfig:
     return PPOConfig(**{**args, **overrides})
 
 
-def make_trainer(tmp_path, tiny_path, tiny_tokenizer, prompts, reward=letter_e_reward, **overrides):
+def make_trainer(tmp_path, tiny_path, tiny_tokenizer, prompts, reward=letter_e_reward, peft_config=None, **overrides):
     args = dict(
         output_dir=str(tmp_path),
         use_cpu=True,
@@ -55,7 +55,12 @@ def make_trainer(tmp_path, tiny_path, tiny_tokenizer, prompts, reward=letter_e_r
     )
     args.update(overrides)
     return PPOTrainer(
-        load_policy(tiny_path, tiny_tokenizer), PPOConfig(**args), tiny_tokenizer, prompts, reward_funcs=[reward]
+        load_policy(tiny_path, tiny_tokenizer),
+        PPOConfig(**args),
+        tiny_tokenizer,
+        prompts,
+        reward_funcs=[reward],
+        peft_config=peft_config,
     )
 
 
@@ -124,6 +129,7 @@ def test_actor_and_critic_backward_one_after_the_other_equals_one_backward(
         trainer.train()
         runs.append(trainer)
     separate, summed = runs
+    assert len(separate.state.log_history) == len(summed.state.log_history) == 2
     for a, b in zip(separate.state.log_history, summed.state.log_history):
         assert {k: v for k, v in a.items() if k != "time/update_s"} == pytest.approx(
             {k: v for k, v in b.items() if k != "time/update_s"}, rel=1e-5, abs=1e-6
@@ -139,21 +145,20 @@ def test_chunked_log_probs_train_like_the_logits(tmp_path, tiny_path, tiny_token
 
     runs = []
     for chunked in (True, False):
+        lora = LoraConfig(r=4, target_modules="all-linear") if peft else None  # reference: adapters disabled
         trainer = make_trainer(
-            tmp_path / str(chunked), tiny_path, tiny_tokenizer, prompts, max_steps=2, chunked_logps=chunked
+            tmp_path / str(chunked),
+            tiny_path,
+            tiny_tokenizer,
+            prompts,
+            peft_config=lora,
+            max_steps=2,
+            chunked_logps=chunked,
         )
-        if peft:  # the reference is the policy with its adapters disabled
-            trainer = PPOTrainer(
-                load_policy(tiny_path, tiny_tokenizer),
-                trainer.args,
-                tiny_tokenizer,
-                prompts,
-                reward_funcs=[letter_e_reward],
-                peft_config=LoraConfig(r=4, target_modules="all-linear"),
-            )
         assert trainer.chunked_logps is chunked
         trainer.train()
         runs.append(trainer)
+    assert len(runs[0].state.log_history) == len(runs[1].state.log_history) == 2
     for a, b in zip(runs[0].state.log_history, runs[1].state.log_history):
         assert {k: v for k, v in a.items() if k != "time/update_s"} == pytest.approx(
             {k: v for k, v in b.items() if k != "time/update_s"}, rel=1e-4, abs=1e-5

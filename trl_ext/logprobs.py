@@ -35,6 +35,15 @@ DEFAULT_CHUNK_TOKENS = 256  # rows of hidden states per chunk: 256 x 49,152 floa
 # Tokens per packed row. Longer rows pack tighter; with a dense block mask (sdpa, eager) attention costs grow with
 # the row, so this stays near TRL's usual max_length. Flash attention's varlen kernels do not mind longer rows.
 DEFAULT_PACK_WIDTH = 512
+# Forward arguments a packed call can take over (any other one set, e.g. inputs_embeds: the batch runs unpacked).
+PACKABLE_KWARGS = {
+    "input_ids",
+    "attention_mask",
+    "use_cache",
+    "return_dict",
+    "output_attentions",
+    "output_hidden_states",
+}
 
 
 def chunk_options(chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> nn.LinearCrossEntropyOptions:
@@ -212,15 +221,7 @@ def add_chunked_lm_head(
             return previous_forward(*args, **kwargs, **extra)
         kwargs["use_cache"] = False
         plan = None
-        ignored = {
-            "input_ids",
-            "attention_mask",
-            "use_cache",
-            "return_dict",
-            "output_attentions",
-            "output_hidden_states",
-        }
-        if not args and all(value is None for key, value in kwargs.items() if key not in ignored):
+        if not args and all(value is None for key, value in kwargs.items() if key not in PACKABLE_KWARGS):
             plan = PackPlan.for_batch(kwargs["input_ids"], kwargs["attention_mask"], pack_width)
             if plan is not None and not can_pack:
                 can_pack.append(honours_packing(self))

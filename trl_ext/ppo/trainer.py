@@ -8,6 +8,7 @@ lives in `trl_ext.ppo.core` and `trl_ext.kl`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -16,7 +17,7 @@ import math
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,20 +115,28 @@ def _backbone(model: PreTrainedModel) -> tuple[PreTrainedModel, nn.Module]:
 
 
 def response_logprobs(
-    model: PreTrainedModel, input_ids, attention_mask, position_ids, responses, temperature: float, chunked: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
+    model: PreTrainedModel,
+    input_ids,
+    attention_mask,
+    position_ids,
+    responses,
+    temperature: float,
+    chunked: bool,
+    entropy: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs at `temperature` of the response tokens (the last t positions) and the entropy there, both (b, t).
 
     `chunked`: from the final hidden states through torch's chunked `linear_cross_entropy` (`trl_ext.logprobs`),
-    never the (b, t, vocab) logits and their log-softmax; the entropy is then computed without gradient. Otherwise
-    the response positions' logits (`logits_to_keep`) and TRL's `selective_log_softmax_and_entropy`."""
+    never the (b, t, vocab) logits and their log-softmax; the entropy is then computed without gradient, and only
+    with `entropy` (else None). Otherwise the response positions' logits (`logits_to_keep`) and TRL's
+    `selective_log_softmax_and_entropy`."""
     inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     n = responses.shape[1]
     if chunked:
         inner, backbone = _backbone(model)
         hidden = backbone(**inputs).last_hidden_state[:, -n - 1 : -1]
-        out = token_logps(hidden / temperature, inner.get_output_embeddings(), responses, stats=True)
-        return out["log_probs"], out["entropy"]
+        out = token_logps(hidden / temperature, inner.get_output_embeddings(), responses, stats=entropy)
+        return out["log_probs"], out.get("entropy")
     logits = model(**inputs, logits_to_keep=n + 1).logits[:, :-1]
     return selective_log_softmax_and_entropy(logits.float() / temperature, responses)
 
@@ -336,22 +345,15 @@ class PPOTrainer:
     def _logprobs(self, logits: torch.Tensor, responses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return selective_log_softmax_and_entropy(logits.float() / self.args.temperature, responses)
 
-    def _ref_logits(self, inputs, n_response: int) -> torch.Tensor:
-        kwargs = dict(zip(("input_ids", "attention_mask", "position_ids"), inputs))
+    @contextlib.contextmanager
+    def _reference(self) -> Iterator[PreTrainedModel]:
+        """The reference policy: the frozen copy, or with a peft policy the same weights with adapters disabled."""
         if self.ref_model is not None:
-            return self.ref_model(**kwargs, logits_to_keep=n_response + 1, use_cache=False).logits[:, :-1]
+            yield self.ref_model
+            return
         policy = self.accelerator.unwrap_model(self.model).policy
-        with policy.disable_adapter():  # peft: the reference is the base weights
-            return policy(**kwargs, logits_to_keep=n_response + 1, use_cache=False).logits[:, :-1]
-
-    def _ref_logprobs(self, inputs, responses: torch.Tensor) -> torch.Tensor:
-        """The reference's log-probs of the responses (b, t), through the chunked head."""
-        temperature = self.args.temperature
-        if self.ref_model is not None:
-            return response_logprobs(self.ref_model, *inputs, responses, temperature, chunked=True)[0]
-        policy = self.accelerator.unwrap_model(self.model).policy
-        with policy.disable_adapter():  # peft: the reference is the base weights
-            return response_logprobs(policy, *inputs, responses, temperature, chunked=True)[0]
+        with policy.disable_adapter():
+            yield policy
 
     # ----- one update ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -373,11 +375,17 @@ class PPOTrainer:
             inputs, n = self._inputs(queries, query_mask, responses, mask), responses.shape[1]
             values = value_forward(unwrapped.value_model, *inputs, n_response=n)
             full = args.kl_estimator == "full"  # the exact KL needs both distributions whole
-            if self.chunked_logps and not full:
-                ref_logits, ref_logprobs = None, self._ref_logprobs(inputs, responses)
-            else:
-                ref_logits = self._ref_logits(inputs, n)
-                ref_logprobs = self._logprobs(ref_logits, responses)[0]
+            with self._reference() as reference:
+                if self.chunked_logps and not full:
+                    ref_logits = None
+                    ref_logprobs, _ = response_logprobs(
+                        reference, *inputs, responses, args.temperature, chunked=True, entropy=False
+                    )
+                else:
+                    keys = ("input_ids", "attention_mask", "position_ids")
+                    ref_logits = reference(**dict(zip(keys, inputs)), logits_to_keep=n + 1, use_cache=False).logits
+                    ref_logits = ref_logits[:, :-1]
+                    ref_logprobs = self._logprobs(ref_logits, responses)[0]
         logprobs, entropy = self._logprobs(logits, responses)
         kl = kl_per_token(
             logprobs,
