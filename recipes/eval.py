@@ -18,8 +18,11 @@ from trl_ext.models import model_path
 from trl_ext.training import node_kwargs, to_dict
 
 
-def run(cfg: DictConfig, run_dir: str | Path, models: dict[str, str], title: str = "Evaluation") -> Path:
-    """Evaluate `models` (name -> folder) against the reference `cfg.model`; only the main process works."""
+def run(
+    cfg: DictConfig, run_dir: str | Path, models: dict[str, str], title: str = "Evaluation", sections=()
+) -> Path:
+    """Evaluate `models` (name -> folder) against the reference `cfg.model`; only the main process works.
+    `sections`: more markdown lines for the report (the pipeline's AI-feedback stages)."""
     report = Path(run_dir) / "report.md"
     state = process_state()
     if state.is_main_process:
@@ -35,7 +38,7 @@ def run(cfg: DictConfig, run_dir: str | Path, models: dict[str, str], title: str
             f"Data: {data_report.source}: {data_report.kept} of {data_report.rows} rows usable "
             f"({len(data['train'])} train / {len(data['eval'])} eval); reference: {model_path(cfg.model)}."
         ]
-        write_report(run_dir, evaluation, histories, title=title, notes=notes)
+        write_report(run_dir, evaluation, histories, title=title, notes=notes, sections=sections)
         print((Path(run_dir) / "report.md").read_text())
     state.wait_for_everyone()
     return report

@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from trl_ext.errors import ConfigError, report_user_errors
+from trl_ext.rlaif import report_section
 from trl_ext.training import to_dict
 
 STAGES = {"sft": sft.run, "reward": reward.run, "dpo": dpo.run, "ppo": ppo.run, "bon": bon.run, "rlaif": rlaif.run}
@@ -77,7 +78,8 @@ def main(cfg: DictConfig) -> None:
         f"Pipeline {cfg.pipeline.name}: {' -> '.join(cfg.pipeline.stages)} on {cfg.model.name}, data {cfg.data.name}"
     )
     models = {k: v for k, v in outputs.items() if k.split("_")[0] not in PAIR_STAGES}  # pair stages make no model
-    evaluation.run(cfg, run_dir, models, title=title)
+    judged = [line for name, out in outputs.items() if name.split("_")[0] == "rlaif" for line in report_section(out)]
+    evaluation.run(cfg, run_dir, models, title=title, sections=judged)
 
 
 if __name__ == "__main__":

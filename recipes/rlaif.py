@@ -10,6 +10,7 @@ processes and gathered in their original order.
 
 import gc
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -19,20 +20,41 @@ from accelerate.utils import gather_object
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from trl_ext.data import DataError, load_prompts
+from trl_ext.data import DataError, load_preferences, load_prompts
 from trl_ext.errors import report_user_errors
 from trl_ext.models import load_policy, load_tokenizer, model_path
-from trl_ext.rlaif import Constitution, ConstitutionalLabeler, label_responses, save_rows
+from trl_ext.rlaif import Constitution, ConstitutionalLabeler, audit_judge, label_responses, plot_calibration, save_rows
 from trl_ext.sampling import BestOfNSampler
 from trl_ext.stages import Stage
 from trl_ext.training import node_kwargs, to_dict
 
+log = logging.getLogger(__name__)
 
 def load_model(node: DictConfig, device):
     path = model_path(node)
     tokenizer = load_tokenizer(path, trust_remote_code=node.trust_remote_code, revision=node.get("revision"))
     model = load_policy(path, tokenizer, trust_remote_code=node.trust_remote_code, revision=node.get("revision"))
     return model.to(device), tokenizer
+
+
+def audit(cfg: DictConfig, labeler: ConstitutionalLabeler) -> dict | None:
+    """The judge on up to `audit_pairs` held-out human-labeled pairs of the data (None: none, or no such pairs)."""
+    if not cfg.audit_pairs:
+        return None
+    try:
+        pairs = load_preferences(**node_kwargs(cfg.data))[0]["eval"]
+    except DataError as err:
+        log.warning("Judge not audited: the data has no usable human preference pairs (%s)", str(err).splitlines()[0])
+        return None
+    pairs = pairs.select(range(min(cfg.audit_pairs, len(pairs))))
+    result = audit_judge(labeler, pairs["prompt"], pairs["chosen"], pairs["rejected"], distributed=True)
+    log.info(
+        "Judge against people on %d held-out pairs: agreement %.3f, position-bias rate %s",
+        result["pairs"],
+        result["agreement"],
+        result["position_bias_rate"],
+    )
+    return result
 
 
 def run(cfg: DictConfig, run_dir: str | Path, name: str = "rlaif") -> Path:
@@ -51,6 +73,7 @@ def run(cfg: DictConfig, run_dir: str | Path, name: str = "rlaif") -> Path:
     gc.collect()
     judge, judge_tokenizer = load_model(cfg.judge if cfg.judge.source else cfg.model, state.device)
     labeler = ConstitutionalLabeler(judge, constitution, judge_tokenizer, **to_dict(cfg.labeler))
+    judge_audit = audit(cfg, labeler)
     start = time.perf_counter()
     rows, comparisons, counts = label_responses(
         labeler, prompts, responses, distributed=True, **to_dict(cfg.preferences)
@@ -70,12 +93,17 @@ def run(cfg: DictConfig, run_dir: str | Path, name: str = "rlaif") -> Path:
         "position_flip_rate": sum(c["position_flip"] for c in comparisons) / len(comparisons),
         **{key: sum(c[key] for c in comparisons) for key in ("truncated", "suspect_injection")},
     }
+    if judge_audit:
+        metrics.update(human_agreement=judge_audit["agreement"], human_position_bias=judge_audit["position_bias_rate"])
     with stage.publish(metrics) as out:
         if state.is_main_process:
             save_rows(rows, out / f"pairs.{cfg.output_format}")
             save_rows(comparisons, out / "comparisons.jsonl")
             (out / "constitution.json").write_text(json.dumps(constitution.to_dict(), indent=2))
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            if judge_audit:
+                (out / "audit.json").write_text(json.dumps(judge_audit, indent=2))
+                plot_calibration(judge_audit, out / "calibration.png")
     return stage.output
 
 

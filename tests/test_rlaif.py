@@ -15,7 +15,15 @@ from tests.conftest import HH_FILE, REPO, SHARED_DATA, needs_hh, recipe, run_cmd
 from trl_ext.data import load_preferences
 from trl_ext.errors import ConfigError
 from trl_ext.rewards import score
-from trl_ext.rlaif import Constitution, ConstitutionalLabeler, ConstitutionError, label_responses, save_rows
+from trl_ext.rlaif import (
+    Constitution,
+    ConstitutionalLabeler,
+    ConstitutionError,
+    PairLabel,
+    human_agreement,
+    label_responses,
+    save_rows,
+)
 from trl_ext.rlaif.prompts import fence
 from trl_ext.sampling import BestOfNSampler
 
@@ -269,6 +277,35 @@ def test_ties_drop_or_keep(judge, tiny_tokenizer):
     assert len(kept) == 2 and all(row["tie"] for row in kept) and counts["ties_kept"] == 2
 
 
+# ---- auditing a judge against human labels ----
+
+
+def verdict(p_first: float, p_second: float | None) -> PairLabel:
+    """A verdict on (prompt, chosen, rejected) from its two orders' probabilities, combined as the labeler does."""
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    s = (logit(p_first) + logit(p_second)) / 2 if p_second is not None else logit(p_first)
+    return PairLabel(1 / (1 + math.exp(-s)), s, (p_first, p_second), ["x"], False)
+
+
+def test_human_agreement_by_hand():
+    # a judge that always prefers (B), plus a content signal that is right in 3 of 4 pairs, surest where right
+    labels = [verdict(0.4, 0.95), verdict(0.45, 0.65), verdict(0.3, 0.6), verdict(0.2, 0.9)]
+    identical = PairLabel(0.5, 0.0, (0.5, 0.5), [], True, "identical")
+    audit = human_agreement([*labels, identical], buckets=2)
+    assert [round(label.p, 4) for label in labels] == [0.7807, 0.5521, 0.445, 0.6]
+    assert audit["pairs"] == 4 and audit["skipped"] == 1 and audit["agreement"] == 0.75
+    assert audit["agreement_chosen_first"] == 0.0 and audit["agreement_chosen_second"] == 1.0
+    assert audit["agreement_one_random_order"] == 0.5 and audit["position_bias_rate"] == 1.0
+    low, high = audit["calibration"]  # ranked by |P - 0.5|: 0.052, 0.055 | 0.100, 0.281
+    assert (low["pairs"], low["agreement"], high["pairs"], high["agreement"]) == (2, 0.5, 2, 1.0)
+    assert low["confidence_high"] == pytest.approx(0.055, abs=1e-4) and high["confidence_low"] == pytest.approx(0.1)
+    assert high["mean_p_pick"] == pytest.approx((0.6 + 0.7807) / 2, abs=1e-4)
+    one_order = human_agreement([verdict(0.7, None), verdict(0.3, None)])
+    assert one_order["agreement"] == 0.5 and one_order["position_bias_rate"] is None
+    with pytest.raises(ValueError, match="no verdicts"):
+        human_agreement([identical])
+
+
 # ---- recipes ----
 
 
@@ -292,6 +329,12 @@ def test_pipeline_sft_rlaif_dpo(tmp_path):
     assert dpo["data"]["path"] == str(tmp_path / "rlaif" / "pairs.jsonl") and dpo["data"]["name"] == "rlaif_pairs"
     report = (tmp_path / "report.md").read_text()
     assert "| dpo |" in report and "| rlaif |" not in report
+    # the judge was audited on the demo data's held-out human pairs first, and the report says how it did
+    audit = json.loads((tmp_path / "rlaif" / "audit.json").read_text())
+    metrics = json.loads((tmp_path / "rlaif" / "metrics.json").read_text())
+    assert audit["pairs"] == 30 and metrics["human_agreement"] == audit["agreement"]  # demo: 200 rows, 15% held out
+    assert "## AI feedback: rlaif" in report and f"| {audit['agreement']:.3f} |" in report
+    assert (tmp_path / "rlaif" / "calibration.png").stat().st_size > 0 and "(rlaif/calibration.png)" in report
 
 
 def test_rlaif_recipe_two_processes_keep_order(tmp_path, judge, tiny_tokenizer):
@@ -347,14 +390,30 @@ def test_configs_compose_with_either_constitution(tmp_path):
         assert len(Constitution.from_config(cfg.rlaif.constitution)) == 16
 
 
-def test_recipe_fails_on_a_bad_constitution_before_loading_models(tmp_path):
+def rlaif_recipe():
     spec = importlib.util.spec_from_file_location("rlaif_recipe", REPO / "recipes" / "rlaif.py")
-    rlaif_recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rlaif_recipe)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipe_audits_the_judge_only_on_human_pairs(tmp_path, labeler, caplog):
+    prompts_only = tmp_path / "prompts.jsonl"
+    prompts_only.write_text("".join(json.dumps({"prompt": f"Question {i}?"}) + "\n" for i in range(6)))
+    cfg = compose("rlaif", "model=tiny", "data=local", f"data.path={prompts_only}")
+    with caplog.at_level(logging.WARNING):
+        assert rlaif_recipe().audit(cfg, labeler) is None
+    assert "Judge not audited: the data has no usable human preference pairs" in caplog.text
+    assert rlaif_recipe().audit(compose("rlaif", "model=tiny", "audit_pairs=0"), labeler) is None
+    audit = rlaif_recipe().audit(compose("rlaif", "model=tiny", "audit_pairs=5"), labeler)
+    assert audit["pairs"] == 5 and audit["judge"] == labeler.name and len(audit["calibration"]) == 4
+
+
+def test_recipe_fails_on_a_bad_constitution_before_loading_models(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("principles: [unclosed\n")
     with pytest.raises(ConstitutionError, match=f"{bad}: not valid YAML"):  # a user error: exit 2, no traceback
-        rlaif_recipe.run(compose("rlaif", "model=tiny", f"constitution.path={bad}"), tmp_path)
+        rlaif_recipe().run(compose("rlaif", "model=tiny", f"constitution.path={bad}"), tmp_path)
     assert not (tmp_path / "rlaif").exists()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +130,10 @@ def write_report(
     histories: dict[str, list[dict[str, Any]]],
     title: str = "trl_ext run",
     notes: list[str] | None = None,
+    sections: Sequence[str] = (),
 ) -> Path:
-    """Write report.md, metrics.json and training_curves.png into `run_dir`; return the report's path."""
+    """Write report.md, metrics.json and training_curves.png into `run_dir`; return the report's path. `sections`:
+    markdown lines placed before the example generations."""
     run_dir = Path(run_dir)
     (run_dir / "metrics.json").write_text(json.dumps(evaluation, indent=2))
     models = evaluation["models"]
@@ -149,6 +152,7 @@ def write_report(
     plot = plot_training(histories, run_dir / "training_curves.png")
     if plot:
         lines += ["", "## Training curves", "", f"![training curves]({plot.name})"]
+    lines += sections
     examples = evaluation["examples"]
     lines += ["", "## Example generations (greedy)"]
     for i, prompt in enumerate(examples["prompt"]):
