@@ -18,9 +18,7 @@ from trl_ext.models import model_path
 from trl_ext.training import node_kwargs, to_dict
 
 
-def run(
-    cfg: DictConfig, run_dir: str | Path, models: dict[str, str], title: str = "Evaluation", sections=()
-) -> Path:
+def run(cfg: DictConfig, run_dir: str | Path, models: dict[str, str], title: str = "Evaluation", sections=()) -> Path:
     """Evaluate `models` (name -> folder) against the reference `cfg.model`; only the main process works.
     `sections`: more markdown lines for the report (the pipeline's AI-feedback stages)."""
     report = Path(run_dir) / "report.md"

@@ -30,6 +30,7 @@ from trl_ext.training import node_kwargs, to_dict
 
 log = logging.getLogger(__name__)
 
+
 def load_model(node: DictConfig, device):
     path = model_path(node)
     tokenizer = load_tokenizer(path, trust_remote_code=node.trust_remote_code, revision=node.get("revision"))
