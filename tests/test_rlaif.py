@@ -152,6 +152,44 @@ def test_batching_and_prefix_sharing_do_not_change_verdicts(judge, tiny_tokenize
         assert [label.log_odds for label in other.label(PROMPTS, GOOD, BAD)] == pytest.approx(expected, abs=1e-5)
 
 
+def test_instructions_are_computed_once_per_call(judge, tiny_tokenizer, monkeypatch):
+    labeler = ConstitutionalLabeler(judge, DEFAULT, tiny_tokenizer, batch_size=1, progress=False)
+    chunks, original = [], labeler._log_odds_chunk
+    monkeypatch.setattr(labeler, "_log_odds_chunk", lambda chunk: chunks.append(chunk) or original(chunk))
+    labeler.label(PROMPTS, GOOD, BAD)
+    jobs = [job for chunk in chunks for job in chunk]
+    assert len(chunks) == 2 and jobs[0].header == jobs[1].header  # batch 1: no pads anywhere
+    unique = len(jobs[0].header) + sum(len(job.prefix) + sum(map(len, job.suffixes)) for job in jobs)
+    assert labeler.stats["tokens"] == unique
+    labeler.label(PROMPTS[:1], GOOD[:1], BAD[:1])  # a new call computes them again (the judge may have changed)
+    again = chunks[-1][0]
+    assert labeler.stats["tokens"] == unique + len(again.header) + len(again.prefix) + sum(map(len, again.suffixes))
+
+
+def test_batches_keep_within_the_padding_budget():
+    from trl_ext.rlaif.labeler import _chunks, _Job, _tokens
+
+    def job(index, prefix, suffix):
+        return _Job(
+            index, False, "", "", "", [], False, header=[1] * 50, prefix=[2] * prefix, suffixes=[[3] * suffix] * 2
+        )
+
+    same = [job(i, 40, 100) for i in range(4)]
+    assert [len(c) for c in _chunks(same, 8, shared=True)] == [4]
+    assert [len(c) for c in _chunks(same, 3, shared=True)] == [3, 1]
+    mixed = [*same, job(4, 40, 300), job(5, 400, 100), job(6, 45, 104)]
+    chunks = _chunks(mixed, 8, shared=True)
+    assert sorted(map(len, chunks)) == [1, 1, 5]  # the long suffix and the long conversation go alone
+    for shared in (True, False):
+        for chunk in _chunks(mixed, 8, shared):
+            real, forwarded = _tokens(chunk, shared)
+            assert forwarded <= 1.1 * real
+    assert sorted(j.index for c in chunks for j in c) == list(range(7))
+    real, forwarded = _tokens(same[:2], shared=True)
+    assert (real, forwarded) == (50 + 2 * 40 + 4 * 100, 50 + 2 * 40 + 4 * 100)
+    assert _tokens([same[0], mixed[4]], shared=False) == (2 * 190 + 2 * 390, 4 * 390)
+
+
 def test_identical_responses_skip_the_judge(labeler, monkeypatch):
     monkeypatch.setattr(labeler.model, "forward", lambda *a, **k: pytest.fail("the judge ran"))
     labels = labeler.label(PROMPTS, ["Same answer.", ""], [" Same answer.\n", [{"role": "assistant", "content": ""}]])

@@ -12,6 +12,7 @@ than parsing text follows its multiple-choice labeling and RLAIF (Lee et al. 202
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import json
@@ -193,11 +194,14 @@ class ConstitutionalLabeler:
         self.label_ids = label_token_ids(self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.share_prefix = share_prefix
+        self._instructions = None  # (rows, KV cache, mask, seen) of the instructions, within one `label` call
         # a chat template writes any BOS itself; a plain prompt gets the tokenizer's BOS, if it has one
         plain = not getattr(self.tokenizer, "chat_template", None)
         self.bos = [self.tokenizer.bos_token_id] if plain and self.tokenizer.bos_token_id is not None else []
         self._keep_one = "logits_to_keep" in inspect.signature(self.model.forward).parameters
-        self.stats: Counter = Counter()
+        self.stats: Counter = (
+            Counter()
+        )  # comparisons, identical, truncated, forward passes, tokens forwarded (pads too)
         self.name = getattr(self.model.config, "name_or_path", "") or type(self.model).__name__
         self.__name__ = f"constitutional_judge({Path(self.name).name})"  # TRL logs rewards under this name
 
@@ -223,6 +227,7 @@ class ConstitutionalLabeler:
 
     def _label(self, items: list[tuple[Any, Any, Any]], progress: bool) -> list[PairLabel]:
         labels: list[PairLabel | None] = [None] * len(items)
+        self._instructions = None  # their KV cache, shared by this call's batches (the judge may change between calls)
         jobs = []
         for i, (prompt, a, b) in enumerate(items):
             ta, tb = text_of(a).strip(), text_of(b).strip()
@@ -251,7 +256,7 @@ class ConstitutionalLabeler:
                 self.max_length,
                 self.stats["truncated"],
             )
-        chunks = _chunks(jobs, self.batch_size)
+        chunks = _chunks(jobs, self.batch_size, self.share_prefix and not self.cot)
         for chunk in tqdm(chunks, desc="RLAIF labels", disable=not progress or len(chunks) < 2):
             reasoning = None
             if self.cot:
@@ -346,6 +351,7 @@ class ConstitutionalLabeler:
         """Label log-odds at the last position of whole rows. Shape: (rows,)."""
         self.model.eval()
         ids, mask, positions = self._batch(rows)
+        self.stats["tokens"] += ids.numel()
         kwargs = {"logits_to_keep": 1} if self._keep_one else {}
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs).logits[:, -1]
         return self._label_log_odds(logits)
@@ -353,7 +359,8 @@ class ConstitutionalLabeler:
     @torch.no_grad()
     def _log_odds_chunk(self, chunk: list[_Job]) -> torch.Tensor:
         """Label log-odds of every row of a chunk of jobs. Shared parts are computed once where the model allows:
-        the instructions, then each job's conversation, then each row's suffix. Shape: (rows,)."""
+        the instructions (once per `label` call), then each job's conversation, then each row's suffix.
+        Shape: (rows,)."""
         if self.share_prefix:
             headers = [job.header for job in chunk]
             levels = [[headers[0]]] if headers.count(headers[0]) == len(headers) else [headers]
@@ -373,7 +380,11 @@ class ConstitutionalLabeler:
         kwargs = {"logits_to_keep": 1} if self._keep_one else {}
         cache, mask, seen = None, None, None
         for depth, rows in enumerate(levels):
+            if depth == 0 and self._instructions is not None and self._instructions[0] == rows:
+                cache, mask, seen = copy.deepcopy(self._instructions[1]), *self._instructions[2:]
+                continue
             ids, level_mask, positions = self._batch(rows)
+            self.stats["tokens"] += ids.numel()
             if cache is not None:
                 repeats = len(rows) // mask.shape[0]
                 cache.batch_repeat_interleave(repeats)
@@ -390,6 +401,8 @@ class ConstitutionalLabeler:
                 **kwargs,
             )
             cache, seen = out.past_key_values, level_mask.sum(-1) + (0 if seen is None else seen)
+            if depth == 0 and len(rows) == 1 and not last:  # the instructions: kept for this call's other batches
+                self._instructions = (rows, copy.deepcopy(cache), mask, seen)
         return self._label_log_odds(out.logits[:, -1])
 
     @torch.no_grad()
@@ -404,6 +417,8 @@ class ConstitutionalLabeler:
             do_sample=False,
             pad_token_id=self.pad_id,
         )
+        self.stats["tokens"] += ids.numel()
+        self.stats["generated_tokens"] += out[:, ids.shape[1] :].numel()
         texts = self.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
         return [_ANSWER_IN_REASONING.split(t, maxsplit=1)[0].strip() for t in texts]
 
@@ -468,17 +483,36 @@ class ConstitutionalLabeler:
         return [wins[i] / (sizes[i] - 1) if sizes[i] > 1 else 0.5 for i in range(len(completions))]
 
 
-def _chunks(jobs: list[_Job], batch_size: int, max_padding: float = 0.1) -> list[list[_Job]]:
-    """Jobs sorted by length, in batches of at most `batch_size` that end early rather than pad more than
-    `max_padding` of their tokens (on CPU, pad tokens cost as much as real ones)."""
+def _tokens(chunk: list[_Job], shared: bool) -> tuple[int, int]:
+    """(real tokens, tokens forwarded with pads) of a chunk: level by level when the shared parts are computed once
+    (the instructions once, a row per job, a row per suffix), else whole rows padded to the longest."""
+    if not shared:
+        rows = [len(job.header) + len(job.prefix) + len(suffix) for job in chunk for suffix in job.suffixes]
+        return sum(rows), len(rows) * max(rows)
+    prefixes = [len(job.prefix) for job in chunk]
+    suffixes = [len(suffix) for job in chunk for suffix in job.suffixes]
+    if len({tuple(job.header) for job in chunk}) == 1:
+        headers = [len(chunk[0].header)]
+    else:
+        headers = [len(job.header) for job in chunk]
+    real = sum(headers) + sum(prefixes) + sum(suffixes)
+    return real, sum(len(level) * max(level) for level in (headers, prefixes, suffixes))
+
+
+def _chunks(jobs: list[_Job], batch_size: int, shared: bool, max_padding: float = 0.1) -> list[list[_Job]]:
+    """Batches of at most `batch_size` jobs whose pads are at most `max_padding` of their real tokens (on a CPU a
+    pad costs as much as a real token): jobs by the length of their suffixes (the level with the most rows), each
+    put into the first batch it fits without breaking that budget, else into a new one."""
     chunks: list[list[_Job]] = []
-    for job in sorted(jobs, key=lambda job: job.length):
-        chunk = chunks[-1] if chunks else []
-        real = sum(j.length for j in chunk) + job.length
-        if not chunk or len(chunk) == batch_size or (len(chunk) + 1) * job.length > (1 + max_padding) * real:
-            chunks.append([job])
+    for job in sorted(jobs, key=lambda job: (max(map(len, job.suffixes)), len(job.prefix))):
+        for chunk in chunks:
+            if len(chunk) < batch_size:
+                real, forwarded = _tokens([*chunk, job], shared)
+                if forwarded <= (1 + max_padding) * real:
+                    chunk.append(job)
+                    break
         else:
-            chunk.append(job)
+            chunks.append([job])
     return chunks
 
 
