@@ -50,6 +50,7 @@ from trl_ext.rlaif.prompts import (
 logger = logging.getLogger(__name__)
 SLACK = 8  # tokens kept free when shortening, for merges at the cut
 _ANSWER_IN_REASONING = re.compile(r"(?:the )?better (?:response|reply) is", re.IGNORECASE)
+_ANSWER_STARTS = [f"{b}etter {r} is" for b in "bB" for r in ("response", "reply")]
 
 
 @dataclass
@@ -416,6 +417,8 @@ class ConstitutionalLabeler:
             max_new_tokens=self.cot_max_new_tokens,
             do_sample=False,
             pad_token_id=self.pad_id,
+            stop_strings=_ANSWER_STARTS,  # the reasoning is cut there anyway: no need to write on
+            tokenizer=self.tokenizer,
         )
         self.stats["tokens"] += ids.numel()
         self.stats["generated_tokens"] += out[:, ids.shape[1] :].numel()
