@@ -150,6 +150,15 @@ def test_batching_and_prefix_sharing_do_not_change_verdicts(judge, tiny_tokenize
     whole = ConstitutionalLabeler(judge, DEFAULT, tiny_tokenizer, share_prefix=False, progress=False)
     for other in (one, whole):
         assert [label.log_odds for label in other.label(PROMPTS, GOOD, BAD)] == pytest.approx(expected, abs=1e-5)
+    # with one principle it is shared by both orders; with two, each row carries its own after the conversation
+    for k in (1, 2):
+        shared, rows = (
+            ConstitutionalLabeler(judge, DEFAULT, tiny_tokenizer, principles_per_comparison=k, share_prefix=share)
+            for share in (True, False)
+        )
+        assert [x.log_odds for x in shared.label(PROMPTS, GOOD, BAD)] == pytest.approx(
+            [x.log_odds for x in rows.label(PROMPTS, GOOD, BAD)], abs=1e-5
+        )
 
 
 def test_instructions_are_computed_once_per_call(judge, tiny_tokenizer, monkeypatch):
@@ -159,6 +168,9 @@ def test_instructions_are_computed_once_per_call(judge, tiny_tokenizer, monkeypa
     labeler.label(PROMPTS, GOOD, BAD)
     jobs = [job for chunk in chunks for job in chunk]
     assert len(chunks) == 2 and jobs[0].header == jobs[1].header  # batch 1: no pads anywhere
+    # one principle per comparison: it is part of what both orders share, only the replies onwards differ
+    decode = tiny_tokenizer.decode
+    assert all("Principle:" in decode(job.prefix) and "Principle:" not in decode(job.suffixes[1]) for job in jobs)
     unique = len(jobs[0].header) + sum(len(job.prefix) + sum(map(len, job.suffixes)) for job in jobs)
     assert labeler.stats["tokens"] == unique
     labeler.label(PROMPTS[:1], GOOD[:1], BAD[:1])  # a new call computes them again (the judge may have changed)

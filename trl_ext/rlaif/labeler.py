@@ -296,7 +296,7 @@ class ConstitutionalLabeler:
         """Tokenize a job's instructions, conversation and suffixes, each piece on its own (so rows share ids)."""
         suffixes = []
         for text in self._texts(job):
-            header, prefix, suffix = split_shared(text)
+            header, prefix, suffix = split_shared(text, with_principle=self.k == 1)
             suffixes.append(suffix)
         job.header = self.bos + self._encode_text(header)
         job.prefix = self._encode_text(prefix)
