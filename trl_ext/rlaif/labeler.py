@@ -200,9 +200,8 @@ class ConstitutionalLabeler:
         plain = not getattr(self.tokenizer, "chat_template", None)
         self.bos = [self.tokenizer.bos_token_id] if plain and self.tokenizer.bos_token_id is not None else []
         self._keep_one = "logits_to_keep" in inspect.signature(self.model.forward).parameters
-        self.stats: Counter = (
-            Counter()
-        )  # comparisons, identical, truncated, forward passes, tokens forwarded (pads too)
+        # comparisons, identical, truncated, forward_passes, tokens (forwarded, pads too), generated_tokens
+        self.stats: Counter = Counter()
         self.name = getattr(self.model.config, "name_or_path", "") or type(self.model).__name__
         self.__name__ = f"constitutional_judge({Path(self.name).name})"  # TRL logs rewards under this name
 
@@ -228,7 +227,7 @@ class ConstitutionalLabeler:
 
     def _label(self, items: list[tuple[Any, Any, Any]], progress: bool) -> list[PairLabel]:
         labels: list[PairLabel | None] = [None] * len(items)
-        self._instructions = None  # their KV cache, shared by this call's batches (the judge may change between calls)
+        self._instructions = None  # shared by this call's batches only: the judge may change between calls
         jobs = []
         for i, (prompt, a, b) in enumerate(items):
             ta, tb = text_of(a).strip(), text_of(b).strip()
