@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from tests.conftest import REPO
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-BAD = Path(__file__).parent / "data" / "bad"
+BAD = Path(__file__).parents[1] / "data" / "bad"
 CASES = yaml.safe_load((BAD / "cases.yaml").read_text())
 OVERRIDES = yaml.safe_load((BAD / "overrides.yaml").read_text())
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, recipe
+from tests.conftest import REPO, recipe
 from safetensors.torch import load_file
 
 STAGES = ["sft", "reward", "dpo", "ppo"]
