@@ -14,6 +14,12 @@ def exact_kl(p_logits, q_logits):
     return (p * (logp - logq)).sum().item()
 
 
+def expected(estimator, p_logits, q_logits):
+    """The estimator's exact expectation under pi = softmax(p_logits): a sum over the five categories."""
+    logp, logq = p_logits.log_softmax(-1), q_logits.log_softmax(-1)
+    return (logp.exp() * kl_per_token(logp[None], logq[None], estimator)[0]).sum().item()
+
+
 @pytest.fixture
 def samples():
     torch.manual_seed(0)
@@ -31,7 +37,12 @@ def test_unbiased_estimators_match_exact_kl(samples, estimator):
 def test_k2_is_biased_but_close_and_nonnegative(samples):
     k2 = kl_per_token(*samples, "k2")
     assert (k2 >= 0).all() and torch.equal(k2, kl_per_token(*samples, "mse"))
-    assert k2.mean().item() != pytest.approx(exact_kl(P_LOGITS, Q_LOGITS), rel=0.02)
+    assert k2.mean().item() == pytest.approx(expected("k2", P_LOGITS, Q_LOGITS), rel=0.01)  # it estimates E[k2] ...
+    kl, bias = exact_kl(P_LOGITS, Q_LOGITS), expected("k2", P_LOGITS, Q_LOGITS) - exact_kl(P_LOGITS, Q_LOGITS)
+    assert 0.05 < bias / kl < 0.2  # ... which is not the KL: 13% above it for these far-apart distributions,
+    near = P_LOGITS + 0.05 * (Q_LOGITS - P_LOGITS)  # but close when the policies are close (the bias is third order)
+    assert expected("k2", P_LOGITS, near) == pytest.approx(exact_kl(P_LOGITS, near), rel=0.02)
+    assert expected("k2", P_LOGITS, near) != pytest.approx(exact_kl(P_LOGITS, near), rel=1e-3)
 
 
 def test_k3_and_abs_are_nonnegative_per_token(samples):
@@ -67,3 +78,14 @@ def test_fixed_controller_and_factory():
     assert FixedKLController(0.05).update(100.0, 8) == 0.05
     assert isinstance(make_kl_controller(0.05), FixedKLController)
     assert isinstance(make_kl_controller(0.05, target=6.0), AdaptiveKLController)
+
+
+def test_a_target_of_zero_is_adaptive():
+    """`target=0.0` is a target (keep the KL at zero), not "no target": the limit of the formula as target -> 0."""
+    ctl = make_kl_controller(0.1, target=0.0, horizon=100)
+    assert isinstance(ctl, AdaptiveKLController)
+    assert ctl.update(0.5, n_steps=10) == pytest.approx(0.1 * (1 + 0.2 * 10 / 100))  # above the target: rises
+    assert ctl.update(0.0, n_steps=10) == pytest.approx(0.1 * (1 + 0.2 * 10 / 100))  # at it: unchanged
+    assert ctl.update(-0.1, n_steps=10) == pytest.approx(0.1 * (1 + 0.02) * (1 - 0.02))  # a negative k1 estimate
+    with pytest.raises(ValueError, match="target KL must be >= 0"):
+        make_kl_controller(0.1, target=-1.0)

@@ -75,15 +75,23 @@ class AdaptiveKLController:
     """Adaptive KL coefficient (Ziegler et al. 2019, https://arxiv.org/abs/1909.08593, section 2.2).
 
     After each batch: e = clip(KL / target - 1, -0.2, 0.2); value *= 1 + e * n_steps / horizon. The coefficient rises
-    while the policy drifts beyond the target and decays while it stays under.
+    while the policy drifts beyond the target and decays while it stays under. A target of 0 takes the formula's limit:
+    e = +0.2 for any KL above 0, -0.2 below (k1 estimates can be negative), 0 at exactly 0.
     """
 
     value: float
     target: float
     horizon: float
 
+    def __post_init__(self):
+        if self.target < 0:
+            raise ValueError(f"the target KL must be >= 0, got {self.target}")
+
     def update(self, current_kl: float, n_steps: int) -> float:
-        error = min(max(current_kl / self.target - 1, -0.2), 0.2)
+        if self.target > 0:
+            error = min(max(current_kl / self.target - 1, -0.2), 0.2)
+        else:
+            error = 0.2 * ((current_kl > 0) - (current_kl < 0))
         self.value *= 1 + error * n_steps / self.horizon
         return self.value
 
@@ -94,6 +102,8 @@ class AdaptiveKLController:
         self.value, self.target, self.horizon = state["value"], state["target"], state["horizon"]
 
 
-def make_kl_controller(kl_coef: float, target: float | None = None, horizon: float = 10000):
-    """Adaptive when a target KL is given, fixed otherwise."""
-    return AdaptiveKLController(kl_coef, target, horizon) if target else FixedKLController(kl_coef)
+def make_kl_controller(
+    kl_coef: float, target: float | None = None, horizon: float = 10000
+) -> FixedKLController | AdaptiveKLController:
+    """Adaptive when a target KL is given (0 included), fixed when it is None."""
+    return FixedKLController(kl_coef) if target is None else AdaptiveKLController(kl_coef, target, horizon)
