@@ -1,5 +1,6 @@
 """PPOTrainer on the tiny model: it learns a programmatic reward with bounded KL, resumes exactly, shares weights
-with its reference under LoRA, and survives bad inputs."""
+with its reference under LoRA, survives bad inputs, and behaves as a TRL trainer (eval_dataset, callbacks, report_to,
+refused fields, saving that leaves it untouched, default critics for every reward-model case)."""
 
 import logging
 
@@ -7,65 +8,9 @@ import pytest
 import torch
 from datasets import Dataset
 
-from trl_ext.data import load_prompts
+from tests.ppo.conftest import letter_e_reward, make_trainer, scores, small_config
 from trl_ext.models import load_policy
-from trl_ext.ppo import PPOConfig, PPOTrainer
-
-
-def letter_e_reward(prompts, completions, **kwargs):
-    """Share of the letter 'e' in the completion, times 10: a reward a tiny random model can learn quickly."""
-    texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
-    return [10 * t.count("e") / max(len(t), 1) for t in texts]
-
-
-@pytest.fixture(scope="module")
-def prompts():
-    return load_prompts("demo")[0]["train"]
-
-
-def small_config(tmp_path, **overrides) -> PPOConfig:
-    args = dict(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        per_device_train_batch_size=4,
-        max_steps=1,
-        response_length=8,
-        save_steps=0,
-        sample_every=0,
-        learning_rate=1e-3,
-    )
-    return PPOConfig(**{**args, **overrides})
-
-
-def make_trainer(tmp_path, tiny_path, tiny_tokenizer, prompts, reward=letter_e_reward, peft_config=None, **overrides):
-    args = dict(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        per_device_train_batch_size=8,
-        max_steps=4,
-        learning_rate=1e-3,
-        response_length=16,
-        temperature=1.0,
-        kl_coef=0.05,
-        save_steps=0,
-        sample_every=0,
-        seed=0,
-    )
-    args.update(overrides)
-    return PPOTrainer(
-        load_policy(tiny_path, tiny_tokenizer),
-        PPOConfig(**args),
-        tiny_tokenizer,
-        prompts,
-        reward_funcs=[reward],
-        peft_config=peft_config,
-    )
-
-
-def scores(trainer):
-    return [h["objective/scores"] for h in trainer.state.log_history]
+from trl_ext.ppo import PPOTrainer
 
 
 @pytest.mark.slow
@@ -83,6 +28,7 @@ def test_one_update_logs_what_practitioners_watch(tmp_path, tiny_path, tiny_toke
     trainer = make_trainer(tmp_path, tiny_path, tiny_tokenizer, prompts, max_steps=2, sample_every=1)
     trainer.train()
     entry = trainer.state.log_history[-1]
+    assert entry["step"] == 2 and entry["epoch"] == pytest.approx(2 / trainer.updates_per_epoch)
     for key in (
         "objective/kl",
         "objective/entropy",
@@ -95,8 +41,8 @@ def test_one_update_logs_what_practitioners_watch(tmp_path, tiny_path, tiny_toke
         "response_length",
     ):
         assert key in entry and torch.isfinite(torch.tensor(entry[key]))
-    assert len(entry["samples"]) == 4 and {"prompt", "completion", "score"} <= set(entry["samples"][0])
-    before = load_policy(trainer.accelerator.unwrap_model(trainer.model).policy.config.name_or_path)
+    assert entry["samples"].startswith("| prompt | completion | score |") and entry["samples"].count("\n") == 5
+    before = load_policy(trainer.policy.config.name_or_path)
     trainer.save_model(tmp_path / "out")
     after = load_policy(str(tmp_path / "out"))
     changed = [n for (n, a), b in zip(after.named_parameters(), before.parameters()) if not torch.equal(a, b)]
@@ -106,14 +52,16 @@ def test_one_update_logs_what_practitioners_watch(tmp_path, tiny_path, tiny_toke
 def test_resume_gives_the_same_result(tmp_path, tiny_path, tiny_tokenizer, prompts):
     full = make_trainer(tmp_path / "full", tiny_path, tiny_tokenizer, prompts, max_steps=4)
     full.train()
-    part = make_trainer(tmp_path / "part", tiny_path, tiny_tokenizer, prompts, max_steps=4, save_steps=2)
-    part.total_updates = 2  # stop after the checkpoint at update 2, as if interrupted
+    saving = dict(max_steps=4, save_strategy="steps", save_steps=2)
+    part = make_trainer(tmp_path / "part", tiny_path, tiny_tokenizer, prompts, **saving)
+    part.state.max_steps = 2  # stop after the checkpoint at update 2, as if interrupted
     part.train()
-    resumed = make_trainer(tmp_path / "part", tiny_path, tiny_tokenizer, prompts, max_steps=4, save_steps=2)
+    assert (tmp_path / "part" / "checkpoint-2" / PPOTrainer.checkpoint_marker).is_file()
+    resumed = make_trainer(tmp_path / "part", tiny_path, tiny_tokenizer, prompts, **saving)
     resumed.train(resume_from_checkpoint=True)
+    assert [h["step"] for h in resumed.state.log_history] == [1, 2, 3, 4]
     assert scores(resumed) == pytest.approx(scores(full), abs=1e-5)
-    a = full.accelerator.unwrap_model(full.model).policy.state_dict()
-    b = resumed.accelerator.unwrap_model(resumed.model).policy.state_dict()
+    a, b = full.policy.state_dict(), resumed.policy.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
@@ -124,8 +72,8 @@ def test_actor_and_critic_backward_one_after_the_other_equals_one_backward(
     runs = []
     for separate in (True, False):
         trainer = make_trainer(tmp_path / str(separate), tiny_path, tiny_tokenizer, prompts, max_steps=2)
-        assert trainer.separate_backward  # one process
-        trainer.separate_backward = separate
+        assert trainer.learner.separate_backward  # one process
+        trainer.learner.separate_backward = separate
         trainer.train()
         runs.append(trainer)
     separate, summed = runs
@@ -170,7 +118,7 @@ def test_chunked_log_probs_train_like_the_logits(tmp_path, tiny_path, tiny_token
 def test_lora_policy_uses_the_base_as_reference(tmp_path, tiny_path, tiny_tokenizer, prompts):
     from peft import LoraConfig
 
-    args = small_config(tmp_path, max_steps=1, learning_rate=1e-3)
+    args = small_config(tmp_path, per_device_train_batch_size=4, response_length=8)
     trainer = PPOTrainer(
         load_policy(tiny_path, tiny_tokenizer),
         args,
@@ -204,7 +152,7 @@ def test_bad_inputs(tmp_path, tiny_path, tiny_tokenizer, caplog):
         tok.pad_token = tok.eos_token
         PPOTrainer(
             load_policy(tiny_path, tok),
-            PPOConfig(output_dir=str(tmp_path), use_cpu=True),
+            small_config(tmp_path),
             tok,
             long_prompts,
             reward_funcs=[letter_e_reward],
@@ -220,7 +168,7 @@ def test_memory_lean_critic_shares_the_frozen_reward_model(tmp_path, tiny_path, 
     reward_model = load_reward_model(tiny_path, tiny_tokenizer)
     probe = (prompts["prompt"][:3], ["a short answer", "another one", "and a third"])
     before = RewardModelScorer(reward_model, tiny_tokenizer)(*probe)
-    args = small_config(tmp_path, max_steps=2, learning_rate=1e-2)
+    args = small_config(tmp_path, max_steps=2, learning_rate=1e-2, per_device_train_batch_size=4, response_length=8)
     trainer = PPOTrainer(
         load_policy(tiny_path, tiny_tokenizer),
         args,
@@ -229,7 +177,7 @@ def test_memory_lean_critic_shares_the_frozen_reward_model(tmp_path, tiny_path, 
         reward_model=reward_model,
         peft_config=LoraConfig(r=4, target_modules="all-linear"),
     )
-    critic = trainer.accelerator.unwrap_model(trainer.model).value_model
+    critic = trainer.value_model
     assert trainer.reward_funcs[0].model is critic and trainer.ref_model is None  # one copy of each base
     trainer.train()
     assert trainer.reward_funcs[0](*probe) == pytest.approx(before, abs=1e-5)  # the reward stayed frozen
@@ -243,9 +191,10 @@ def test_non_finite_loss_stops_before_the_update_with_the_checkpoint_named(
     from trl_ext.guards import NonFiniteError
 
     monkeypatch.setenv("TRL_EXT_NAN_AT_STEP", "3")
-    trainer = make_trainer(tmp_path, tiny_path, tiny_tokenizer, prompts, max_steps=4, save_steps=2)
+    trainer = make_trainer(
+        tmp_path, tiny_path, tiny_tokenizer, prompts, max_steps=4, save_strategy="steps", save_steps=2
+    )
     with pytest.raises(NonFiniteError, match=f"PPO loss \\(nan\\) at step 3.*{tmp_path / 'checkpoint-2'}"):
         trainer.train()
     assert trainer.state.global_step == 2 and not (tmp_path / "checkpoint-4").exists()
-    policy = trainer.accelerator.unwrap_model(trainer.model).policy
-    assert all(torch.isfinite(p).all() for p in policy.parameters())
+    assert all(torch.isfinite(p).all() for p in trainer.policy.parameters())

@@ -1,23 +1,78 @@
 """`PPOConfig`: transformers' `TrainingArguments` plus the PPO knobs. Model paths are not training arguments: the
-trainer takes models (or paths) directly, as TRL's trainers do."""
+trainer takes models (or paths) directly, as TRL's trainers do. A `TrainingArguments` field the PPO trainer does not
+honour is refused when set, rather than silently ignored."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 from transformers import TrainingArguments
+from transformers.trainer_pt_utils import AcceleratorConfig
 
+from trl_ext.exceptions import ConfigError
 from trl_ext.kl import ESTIMATORS
+
+# The TrainingArguments fields PPOTrainer honours (any value is accepted); every other one must keep its default.
+HONOURED = frozenset(
+    {
+        # what and how long
+        "output_dir", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+        "seed", "data_seed", "remove_unused_columns", "dataloader_drop_last",  # rollout batches are always whole
+        # optimizer and schedule (built as transformers' Trainer builds them)
+        "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "optim", "optim_args",
+        "max_grad_norm", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps",
+        # device, precision, memory
+        "use_cpu", "bf16", "fp16", "tf32", "dataloader_pin_memory",  # prompts are token ids: pinning changes nothing
+        "gradient_checkpointing", "gradient_checkpointing_kwargs",
+        "activation_checkpointing", "activation_checkpointing_kwargs",
+        # logging, reporting, progress
+        "logging_strategy", "logging_steps", "logging_first_step", "log_level", "log_level_replica", "disable_tqdm",
+        "report_to", "run_name", "project", "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id",
+        # evaluation on eval_dataset
+        "eval_strategy", "eval_steps", "eval_delay", "eval_on_start", "per_device_eval_batch_size",
+        # checkpoints
+        "save_strategy", "save_steps", "save_total_limit",
+        # read by launch scripts, not by trainers
+        "do_train", "do_eval", "do_predict", "resume_from_checkpoint", "local_rank",
+    }
+)  # fmt: skip
+TRAINING_ARGUMENTS = {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def _unchanged(name: str, value: Any, default: Any) -> bool:
+    """Whether `value` is the field's default, also in the forms TrainingArguments itself turns defaults into (so a
+    config rebuilt from `to_dict()` passes): '' / [] / None, the default AcceleratorConfig, a masked token."""
+    if value == default or (not value and not default) or value == f"<{name.upper()}>":
+        return True
+    if name == "accelerator_config" and isinstance(value, (dict, AcceleratorConfig)):
+        return (AcceleratorConfig(**value) if isinstance(value, dict) else value) == AcceleratorConfig()
+    return False
+
+
+def unhonoured_fields(args: TrainingArguments) -> dict[str, Any]:
+    """The `TrainingArguments` fields set away from their default that PPOTrainer would ignore: {name: value}."""
+    return {
+        name: getattr(args, name)
+        for name, f in TRAINING_ARGUMENTS.items()
+        if name not in HONOURED and not _unchanged(name, getattr(args, name), _default(f))
+    }
 
 
 @dataclass
 class PPOConfig(TrainingArguments):
     r"""
-    Configuration for [`trl_ext.ppo.PPOTrainer`]. Inherits every `TrainingArguments` field; those PPO uses:
-    `learning_rate`, `per_device_train_batch_size` (rollouts per forward/backward micro-batch),
-    `gradient_accumulation_steps`, `num_train_epochs` / `max_steps` (PPO updates), `max_grad_norm`,
-    `lr_scheduler_type`, `warmup_steps`, `weight_decay`, `seed`, `logging_steps`, `save_steps`, `save_total_limit`,
-    `bf16`, `use_cpu`, `output_dir`.
+    Configuration for [`trl_ext.ppo.PPOTrainer`]. Inherits `TrainingArguments`; the fields PPO honours are listed in
+    `trl_ext.ppo.config.HONOURED` (a step is one PPO update: `max_steps`, `logging_steps`, `eval_steps`, `save_steps`
+    and `warmup_steps` count updates; `per_device_train_batch_size` is the rollouts per forward/backward micro-batch,
+    `per_device_eval_batch_size` the held-out prompts per generation batch). Setting any other field away from its
+    default raises a `ConfigError` naming it: `push_to_hub`, `deepspeed` (launch with an accelerate config instead),
+    `load_best_model_at_end`, `torch_compile`, ... are not implemented here.
 
     One update = one rollout batch of `per_device_train_batch_size * gradient_accumulation_steps * num_mini_batches`
     prompts per process, then `num_ppo_epochs` passes over it in `num_mini_batches` optimizer steps.
@@ -62,6 +117,10 @@ class PPOConfig(TrainingArguments):
     learning_rate: float = field(default=3e-6, metadata={"help": "AdamW learning rate."})
     logging_steps: float = field(default=1, metadata={"help": "Log every this many updates."})
     report_to: str | list[str] = field(default="none", metadata={"help": "Integrations to report to."})
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Drop the dataset's columns other than `prompt`; kept, they reach the reward functions."},
+    )
     max_prompt_length: int = field(default=512, metadata={"help": "Prompt tokens kept (cut from the left)."})
     response_length: int = field(default=53, metadata={"help": "Maximum new tokens per response."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
@@ -94,11 +153,21 @@ class PPOConfig(TrainingArguments):
     save_value_model: bool = field(default=False, metadata={"help": "Also save the value model."})
 
     def __post_init__(self):
+        refused = unhonoured_fields(self)
+        if refused:
+            names = ", ".join(f"{k}={v!r}" for k, v in refused.items())
+            hint = " (DeepSpeed: launch with an accelerate config file instead)" if "deepspeed" in refused else ""
+            raise ConfigError(
+                f"PPOConfig: {names}: not supported by trl_ext's PPOTrainer, which would ignore it{hint}. Leave it at "
+                "its default; the supported TrainingArguments fields are listed in trl_ext.ppo.config.HONOURED."
+            )
         super().__post_init__()
         if self.kl_estimator not in ESTIMATORS:
-            raise ValueError(f"kl_estimator must be one of {ESTIMATORS}, got {self.kl_estimator!r}")
+            raise ConfigError(f"kl_estimator must be one of {ESTIMATORS}, got {self.kl_estimator!r}")
         if self.kl_placement not in ("reward", "loss"):
-            raise ValueError(f"kl_placement must be 'reward' or 'loss', got {self.kl_placement!r}")
+            raise ConfigError(f"kl_placement must be 'reward' or 'loss', got {self.kl_placement!r}")
+        if self.kl_target is not None and self.kl_target < 0:
+            raise ConfigError(f"kl_target must be >= 0 (or None for a fixed coefficient), got {self.kl_target}")
 
     @property
     def rollout_batch_size(self) -> int:

@@ -17,7 +17,12 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
 
 
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """Normalise `x` to unit variance over the masked positions (and zero mean unless `shift_mean=False`)."""
+    """Normalise `x` to unit variance over the masked positions (and zero mean unless `shift_mean=False`).
+
+    The variance is the biased one (divided by n), on purpose: whitening rescales exactly these tokens, so their
+    masked mean of squares comes out 1. TRL's PPO used Bessel's n / (n - 1), which changes the scale by under 1% at a
+    few hundred tokens and is undefined for one token (TRL raised there; here a lone token whitens to 0).
+    """
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
     whitened = (x - mean) * torch.rsqrt(var + 1e-8)
@@ -29,6 +34,14 @@ def response_mask(responses: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     is_eos = responses == eos_token_id
     after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0  # strictly after the first EOS
     return (~after_eos).long()
+
+
+def kl_coefs(kl_coef: float, placement: str) -> tuple[float, float]:
+    """(KL coefficient in the reward, KL coefficient in the loss) for `placement` "reward" (PPO-RLHF: a per-token
+    penalty, Ziegler et al. 2019) or "loss" (GRPO style: `coef * mean KL` added to the policy loss)."""
+    if placement not in ("reward", "loss"):
+        raise ValueError(f"kl_placement must be 'reward' or 'loss', got {placement!r}")
+    return (kl_coef, 0.0) if placement == "reward" else (0.0, kl_coef)
 
 
 def per_token_rewards(scores: torch.Tensor, kl: torch.Tensor, kl_coef: float, mask: torch.Tensor) -> torch.Tensor:

@@ -1,17 +1,16 @@
 """PPO for language models on current TRL and transformers: actor, critic, reward, reference.
 
-Each update reads top to bottom: `make_experience` (rollouts, log-probs, values, scores, per-token rewards, GAE),
-then `learn` (PPO epochs over minibatches with clipped policy and value losses), then the KL controller update.
-Built on accelerate (mixed precision, gradient accumulation, DeepSpeed/DDP, checkpoints with RNG state); the math
-lives in `trl_ext.ppo.core` and `trl_ext.kl`.
+`PPOTrainer.train` is the loop: each update is a rollout (`trl_ext.ppo.rollout.ExperienceMaker`: generate, score,
+per-token rewards, GAE), learning (`trl_ext.ppo.learner.Learner`: PPO epochs with clipped losses) and the KL
+controller's update. Logging, evaluation, checkpoints and the progress bar run on transformers' callback machinery
+(`TrainerState`, `TrainerControl`, `CallbackHandler`, the integrations `report_to` selects), as in every TRL trainer.
+The models are assembled by `trl_ext.models.heads`; accelerate runs mixed precision, gradient accumulation,
+DDP/DeepSpeed and the checkpoints (with optimizer, scheduler, RNG and KL-controller state).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import dataclasses
-import json
 import logging
 import math
 import shutil
@@ -23,134 +22,104 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator, DistributedType, PartialState
+from accelerate import Accelerator, PartialState
 from datasets import Dataset
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import (
-    AutoModelForSequenceClassification,
-    GenerationConfig,
+    DefaultFlowCallback,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    PrinterCallback,
+    ProgressCallback,
     Trainer,
+    TrainerCallback,
+    TrainerControl,
     TrainerState,
     get_scheduler,
 )
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.integrations import get_reporting_integration_callbacks
+from transformers.trainer_callback import CallbackHandler
+from transformers.trainer_pt_utils import get_parameter_names
+from transformers.trainer_utils import TrainOutput, get_last_checkpoint
+from transformers.utils import logging as hf_logging
 
-from trl_ext._compat import (
-    disable_dropout_in_model,
-    prepare_deepspeed,
-    selective_log_softmax_and_entropy,
-    unwrap_model_for_generation,
-)
-from trl_ext.distributed import full_weights, gathered_parameters
-from trl_ext.guards import NonFiniteError, forced_nan, non_finite_message
-from trl_ext.kl import kl_per_token, make_kl_controller
-from trl_ext.logprobs import supports_chunked_head, token_logps
+from trl_ext._compat import prepare_deepspeed, unwrap_model_for_generation
+from trl_ext.chat import text_of
+from trl_ext.distributed import gathered_parameters
+from trl_ext.exceptions import ConfigError, DataError, NonFiniteError
+from trl_ext.guards import forced_nan, non_finite_message
+from trl_ext.kl import make_kl_controller
+from trl_ext.logprobs import supports_chunked_head
+from trl_ext.models.heads import PolicyAndValue, assemble_roles, enable_checkpointing, merged_copy
 from trl_ext.ppo import core
 from trl_ext.ppo.config import PPOConfig
-from trl_ext.rewards import RewardModelScorer, score
+from trl_ext.ppo.learner import Learner
+from trl_ext.ppo.rollout import Experience, ExperienceMaker, PromptBatch, Rollout, Samples, collate_prompts
+from trl_ext.rewards import RewardModelScorer
 
 logger = logging.getLogger(__name__)
-STATE_FILE = "ppo_state.json"
+TRAINER_STATE_NAME = "trainer_state.json"
+# transformers' Trainer.get_decay_parameter_names: no weight decay on biases and norms
+NO_DECAY_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
+N_SAMPLES = 4  # sample completions shown in the logs
 
 
 @dataclass
-class Experience:
-    """One rollout batch. b = rollouts, q = prompt tokens (left padded), t = response tokens (right padded)."""
+class PromptCounts:
+    """Prompts cut to `max_prompt_length` so far; checkpointed with the run (accelerate's custom state)."""
 
-    queries: torch.Tensor  # (b, q) prompt ids
-    query_mask: torch.Tensor  # (b, q) 1 on real prompt tokens
-    responses: torch.Tensor  # (b, t) sampled ids, padded after EOS
-    mask: torch.Tensor  # (b, t) 1 up to and including the first EOS
-    logprobs: torch.Tensor  # (b, t) log pi_old(y_t)
-    ref_logprobs: torch.Tensor  # (b, t) log pi_ref(y_t)
-    values: torch.Tensor  # (b, t) V_old before each response token
-    scores: torch.Tensor  # (b,) sequence scores (after the missing-EOS penalty)
-    kl: torch.Tensor  # (b, t) per-token KL estimate
-    advantages: torch.Tensor  # (b, t) whitened GAE advantages
-    returns: torch.Tensor  # (b, t) advantages + values
-    entropy: torch.Tensor  # (b, t) policy entropy at each response position
+    truncated: int = 0
 
-    def select(self, index: torch.Tensor) -> Experience:
-        return Experience(**{k: v[index] for k, v in vars(self).items()})
+    def state_dict(self) -> dict:
+        return {"truncated": self.truncated}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.truncated = state["truncated"]
 
 
-class PolicyAndValue(nn.Module):
-    """Holds actor and critic in one module so one optimizer and one `accelerator.prepare` cover both."""
+def prompt_dataset(
+    dataset: Dataset, tokenizer: PreTrainedTokenizerBase, keep_columns: bool, name: str = "train_dataset"
+) -> Dataset:
+    """`dataset` with a `prompt` column (text or messages, TRL's prompt-only format), its other columns kept for the
+    reward functions unless `keep_columns` is False. A pre-tokenized dataset (`input_ids`, what TRL <= 1.12's
+    PPOTrainer took) is decoded into text prompts, chat markup included, that are used as they are."""
+    columns = dataset.column_names
+    if "prompt" not in columns:
+        if "input_ids" not in columns:
+            raise DataError(
+                f"{name} needs a `prompt` column (text, or a list of {{role, content}} messages); it has {columns}"
+            )
+        logger.info("%s: prompts decoded from its `input_ids` (TRL <= 1.12's pre-tokenized format)", name)
+        pad = tokenizer.pad_token_id
 
-    def __init__(self, policy: PreTrainedModel, value_model: PreTrainedModel):
-        super().__init__()
-        self.policy, self.value_model = policy, value_model
+        def decode(row: dict) -> dict:
+            return {"prompt": tokenizer.decode([t for t in row["input_ids"] if t != pad])}
 
-    # What TRL's `unwrap_model_for_generation` asks of the model it unwraps (gradient checkpointing is the policy's).
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return getattr(self.policy, "is_gradient_checkpointing", False)
-
-    def gradient_checkpointing_disable(self) -> None:
-        self.policy.gradient_checkpointing_disable()
-
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None) -> None:
-        self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
-
-    @property
-    def config(self):  # what DeepSpeed reads to size its buckets
-        return self.policy.config
-
-    def forward(self, input_ids, attention_mask, position_ids, responses, temperature: float, chunked: bool):
-        """(policy log-probs (b, t) and entropy (b, t) of the responses, critic values (b, t))."""
-        inputs = (input_ids, attention_mask, position_ids)
-        logprobs, entropy = response_logprobs(self.policy, *inputs, responses, temperature, chunked)
-        return logprobs, entropy, value_forward(self.value_model, *inputs, n_response=responses.shape[1])
+        dataset = dataset.map(decode, remove_columns=[c for c in ("input_ids", "attention_mask") if c in columns])
+    return dataset if keep_columns else dataset.select_columns(["prompt"])
 
 
-def _backbone(model: PreTrainedModel) -> tuple[PreTrainedModel, nn.Module]:
-    """(the model under any peft wrapper, its transformer body). Adapters are injected in place, so the body runs
-    with them (or without, inside peft's `disable_adapter()`)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inner, getattr(inner, inner.base_model_prefix)
+def make_optimizer(model: nn.Module, args: PPOConfig) -> torch.optim.Optimizer:
+    """The optimizer transformers' Trainer builds from the same arguments: `args.optim` (by default fused AdamW),
+    `learning_rate`, `adam_*`, `optim_args`, and `weight_decay` except on biases and norms."""
+    decay = set(get_parameter_names(model, [nn.LayerNorm], NO_DECAY_PATTERNS))
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in trainable if n in decay], "weight_decay": args.weight_decay},
+        {"params": [p for n, p in trainable if n not in decay], "weight_decay": 0.0},
+    ]
+    optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    return optimizer_cls([g for g in groups if g["params"]], **kwargs)
 
 
-def response_logprobs(
-    model: PreTrainedModel,
-    input_ids,
-    attention_mask,
-    position_ids,
-    responses,
-    temperature: float,
-    chunked: bool,
-    entropy: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs at `temperature` of the response tokens (the last t positions) and the entropy there, both (b, t).
-
-    `chunked`: from the final hidden states through torch's chunked `linear_cross_entropy` (`trl_ext.logprobs`),
-    never the (b, t, vocab) logits and their log-softmax; the entropy is then computed without gradient, and only
-    with `entropy` (else None). Otherwise the response positions' logits (`logits_to_keep`) and TRL's
-    `selective_log_softmax_and_entropy`."""
-    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    n = responses.shape[1]
-    if chunked:
-        inner, backbone = _backbone(model)
-        hidden = backbone(**inputs).last_hidden_state[:, -n - 1 : -1]
-        out = token_logps(hidden / temperature, inner.get_output_embeddings(), responses, stats=entropy)
-        return out["log_probs"], out.get("entropy")
-    logits = model(**inputs, logits_to_keep=n + 1).logits[:, :-1]
-    return selective_log_softmax_and_entropy(logits.float() / temperature, responses)
-
-
-def value_forward(model: PreTrainedModel, input_ids, attention_mask, position_ids, n_response: int) -> torch.Tensor:
-    """A scalar head's output at every position that predicts a response token. Shape: (b, t).
-
-    Works for a plain sequence classifier and for one wrapped with peft adapters (injected in place).
-    """
-    inner, backbone = _backbone(model)
-    hidden = backbone(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-    ).last_hidden_state
-    return inner.score(hidden[:, -n_response - 1 : -1]).squeeze(-1).float()
+def sample_table(prompts: Sequence, completions: Sequence[str], scores: Sequence[float]) -> str:
+    """A few prompts (their last 60 characters), completions and scores as a markdown table, for the logs."""
+    rows = [
+        f"| {text_of(p)[-60:]!r} | {c[:120]!r} | {s:+.3f} |"
+        for p, c, s in list(zip(prompts, completions, scores))[:N_SAMPLES]
+    ]
+    return "\n".join(["| prompt | completion | score |", "|---|---|---|", *rows])
 
 
 class PPOTrainer:
@@ -160,16 +129,22 @@ class PPOTrainer:
         model: the policy, a causal LM or a path/hub id.
         args: a `PPOConfig`.
         processing_class: the policy's tokenizer (with a pad token distinct from EOS: see `ensure_pad_token`).
-        train_dataset: prompts, `{"prompt": str}` or `{"prompt": [messages]}` (TRL's prompt-only formats).
+        train_dataset: prompts, `{"prompt": str}` or `{"prompt": [messages]}` (TRL's prompt-only formats), or
+            pre-tokenized `{"input_ids": [...]}` rows; every other column reaches the reward functions by name.
         reward_model: a one-label sequence classifier scoring prompt + response (optional).
         reward_funcs: functions `fn(prompts, completions, **kwargs) -> list[float]` (optional; summed with the reward
-            model's score, weighted by `args.reward_weights`).
+            model's score, weighted by `args.reward_weights`). As in TRL's GRPO they also receive `completion_ids`,
+            `trainer_state` and the dataset's other columns.
         ref_model: the reference policy; default a frozen copy of the initial policy, or with a peft policy the same
             weights with adapters disabled (no second copy).
-        value_model: the critic; default initialised from the reward model, else from the policy with a scalar head.
+        value_model: the critic; default chosen in `trl_ext.models.heads.assemble_roles` (and logged).
         peft_config: wrap the policy with these adapters (e.g. `LoraConfig`).
         reward_processing_class: the reward model's tokenizer, if it differs from the policy's.
+        eval_dataset: held-out prompts, evaluated at `args.eval_strategy` and by `evaluate()`.
+        callbacks: `TrainerCallback`s (classes or instances), after the defaults and the `report_to` integrations.
     """
+
+    checkpoint_marker = TRAINER_STATE_NAME  # written last in every checkpoint-N: its presence marks it complete
 
     def __init__(
         self,
@@ -183,60 +158,78 @@ class PPOTrainer:
         value_model: PreTrainedModel | None = None,
         peft_config: Any = None,
         reward_processing_class: PreTrainedTokenizerBase | None = None,
+        eval_dataset: Dataset | None = None,
+        callbacks: Sequence[TrainerCallback | type[TrainerCallback]] | None = None,
     ):
         from trl_ext.models import load_policy
 
-        self.args, self.tokenizer = args, processing_class
-        if processing_class.pad_token_id is None or processing_class.pad_token_id == processing_class.eos_token_id:
+        self.args, self.processing_class = args, processing_class
+        tok = processing_class
+        if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
             raise ValueError("PPO needs a pad token distinct from EOS (masks are built from it): see ensure_pad_token")
+        if args.eval_strategy != "no" and eval_dataset is None:
+            raise ConfigError(f"eval_strategy={args.eval_strategy.value!r} needs an eval_dataset")
+        hf_logging.set_verbosity(args.get_process_log_level())
         torch.manual_seed(args.seed)
-        policy = load_policy(model, processing_class) if isinstance(model, str) else model
-        self.is_peft = peft_config is not None or hasattr(policy, "disable_adapter")
-        if ref_model is None and not self.is_peft:
-            ref_model = copy.deepcopy(policy)
-        if peft_config is not None:
-            from peft import get_peft_model
+        policy = load_policy(model, tok) if isinstance(model, str) else model
+        roles = assemble_roles(policy, tok, reward_model, reward_processing_class, ref_model, value_model, peft_config)
+        if args.gradient_checkpointing:
+            for m in (roles.policy, roles.value_model):
+                enable_checkpointing(m, args.gradient_checkpointing_kwargs)
+        self.train_dataset = prompt_dataset(train_dataset, tok, not args.remove_unused_columns)
+        self.eval_dataset = None
+        if eval_dataset is not None:
+            self.eval_dataset = prompt_dataset(eval_dataset, tok, not args.remove_unused_columns, "eval_dataset")
 
-            policy = get_peft_model(policy, peft_config)
-        reward_tokenizer = reward_processing_class or processing_class
-        self.reward_funcs, reward_scorer = list(reward_funcs or []), None
-        if value_model is None and reward_model is not None and peft_config is not None:
-            # Memory-lean: the critic is the reward model plus adapters (and its own score head), and the reward is
-            # the same weights with the adapters disabled, as the reference is for the policy: no copy at all.
-            from peft import get_peft_model
-
-            critic_peft = dataclasses.replace(peft_config, task_type="SEQ_CLS", modules_to_save=["score"])
-            value_model = get_peft_model(reward_model, critic_peft)
-            self.reward_funcs.insert(0, RewardModelScorer(value_model, reward_tokenizer, adapters_disabled=True))
-        else:
-            if reward_model is not None:
-                reward_scorer = RewardModelScorer(reward_model, reward_tokenizer)
-                self.reward_funcs.insert(0, reward_scorer)
-            if value_model is None:
-                if reward_model is not None:
-                    value_model = copy.deepcopy(reward_model)
-                else:
-                    with full_weights():  # as the policy: whole until the DeepSpeed engine shards both
-                        value_model = AutoModelForSequenceClassification.from_pretrained(
-                            policy.get_base_model().config.name_or_path if self.is_peft else policy.config.name_or_path,
-                            num_labels=1,
-                            dtype=policy.dtype,
-                        )
-        value_model.config.pad_token_id = processing_class.pad_token_id
+        self.accelerator = self._make_accelerator()
+        logger.info("PPO: %s, %d process(es)", self.accelerator.distributed_type, self.accelerator.num_processes)
+        world = self.accelerator.num_processes
+        self.updates_per_epoch = max(len(self.train_dataset) // (args.rollout_batch_size * world), 1)
+        total = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * self.updates_per_epoch)
+        sharded = self.deepspeed is not None and self.deepspeed.zero_stage == 3  # the head is read outside a call
+        self.chunked_logps = args.chunked_logps and not sharded and supports_chunked_head(roles.policy) is None
+        self.model = PolicyAndValue(roles.policy, roles.value_model)
+        optimizer = make_optimizer(self.model, args)
+        n_steps = total * args.num_ppo_epochs * args.num_mini_batches  # optimizer steps
+        scheduler = get_scheduler(
+            args.lr_scheduler_type,
+            optimizer,
+            args.get_warmup_steps(n_steps),
+            n_steps,
+            scheduler_specific_kwargs=args.lr_scheduler_kwargs,
+        )
+        self.model, self.optimizer, self.lr_scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
+        self.ref_model = self._prepare_frozen(roles.ref_model)
+        self.reward_funcs = list(reward_funcs or [])
+        if roles.reward_in_critic:
+            scorer = RewardModelScorer(roles.value_model, reward_processing_class or tok, adapters_disabled=True)
+            self.reward_funcs.insert(0, scorer)
+        elif roles.reward_model is not None:
+            prepared = self._prepare_frozen(roles.reward_model)
+            self.reward_funcs.insert(0, RewardModelScorer(prepared, reward_processing_class or tok))
         if not self.reward_funcs:
             raise ValueError("PPOTrainer needs a reward_model or at least one reward function")
-        for m in (policy, value_model):
-            disable_dropout_in_model(m)
+        self.kl_ctl = make_kl_controller(args.kl_coef, args.kl_target, args.kl_horizon)
+        self.counts = PromptCounts()
+        for stateful in (self.kl_ctl, self.counts):
+            self.accelerator.register_for_checkpointing(stateful)
+        self.rollout = ExperienceMaker(args, tok, self.reward_funcs, self.chunked_logps)
+        self.learner = Learner(
+            self.accelerator, self.model, self.optimizer, self.lr_scheduler, args, self.chunked_logps, self._check
+        )
+        self._init_callbacks(total, callbacks)
 
-        # The device comes from the process state, as in transformers' Trainer (no `cpu=` here: it would turn a
-        # DeepSpeed launch on CPU into plain DDP).
+    # ----- set-up -----------------------------------------------------------------------------------------------
+    def _make_accelerator(self) -> Accelerator:
+        """The device comes from the process state, as in transformers' Trainer (no `cpu=` here: it would turn a
+        DeepSpeed launch on CPU into plain DDP)."""
+        args = self.args
         PartialState(cpu=args.use_cpu)
-        self.accelerator = Accelerator(
+        accelerator = Accelerator(
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             mixed_precision="bf16" if args.bf16 else ("fp16" if args.fp16 else "no"),
         )
-        self.deepspeed = self.accelerator.state.deepspeed_plugin
-        logger.info("PPO: %s, %d process(es)", self.accelerator.distributed_type, self.accelerator.num_processes)
+        self.deepspeed = accelerator.state.deepspeed_plugin
         if self.deepspeed is not None:  # no dataloader is prepared with the model: tell DeepSpeed the micro-batch
             ds_config = self.deepspeed.deepspeed_config
             fill = {
@@ -244,53 +237,9 @@ class PPOTrainer:
                 "gradient_clipping": args.max_grad_norm or 0.0,  # DeepSpeed clips inside its step
             }
             ds_config.update({k: v for k, v in fill.items() if ds_config.get(k, "auto") == "auto"})
-        self.dataset = train_dataset
-        self.updates_per_epoch = max(
-            len(train_dataset) // (args.rollout_batch_size * self.accelerator.num_processes), 1
-        )
-        self.total_updates = (
-            args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * self.updates_per_epoch)
-        )
-        self.model = PolicyAndValue(policy, value_model)
-        self.separate_backward = self.accelerator.distributed_type == DistributedType.NO  # see `learn`
-        sharded = self.deepspeed is not None and self.deepspeed.zero_stage == 3  # the head is read outside a call
-        self.chunked_logps = args.chunked_logps and not sharded and supports_chunked_head(policy) is None
-        optimizer = self._make_optimizer(self.model)
-        n_steps = self.total_updates * args.num_ppo_epochs * args.num_mini_batches
-        scheduler = get_scheduler(args.lr_scheduler_type, optimizer, args.get_warmup_steps(n_steps), n_steps)
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, optimizer, scheduler)
-        self.ref_model = self._prepare_frozen(ref_model)
-        if reward_scorer is not None:
-            reward_scorer.model = self._prepare_frozen(reward_model)
-        self.kl_ctl = make_kl_controller(args.kl_coef, args.kl_target, args.kl_horizon)
-        self.accelerator.register_for_checkpointing(self.kl_ctl)
-        self.generation_config = GenerationConfig(
-            max_new_tokens=args.response_length,
-            do_sample=True,
-            temperature=args.temperature,
-            top_k=args.top_k or None,
-            top_p=args.top_p,
-            eos_token_id=processing_class.eos_token_id,
-            pad_token_id=processing_class.pad_token_id,
-            return_dict_in_generate=True,
-            output_logits=True,
-        )
-        self.state, self.truncated_prompts = TrainerState(), 0  # global_step = updates done
+        return accelerator
 
-    def _make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        """The optimizer transformers' Trainer builds from the same arguments: `args.optim` (by default fused AdamW,
-        one kernel per parameter and no temporaries), `learning_rate`, `adam_*`, and `weight_decay` except on biases
-        and norms."""
-        decay = set(Trainer.get_decay_parameter_names(self, model))  # uses nothing of the Trainer instance
-        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for n, p in trainable if n in decay], "weight_decay": self.args.weight_decay},
-            {"params": [p for n, p in trainable if n not in decay], "weight_decay": 0.0},
-        ]
-        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
-        return optimizer_cls([g for g in groups if g["params"]], **kwargs)
-
-    def _prepare_frozen(self, model: PreTrainedModel | None):
+    def _prepare_frozen(self, model: PreTrainedModel | None) -> PreTrainedModel | None:
         """A model that is only evaluated (reference, reward): sharded like the policy under DeepSpeed ZeRO-3 (TRL's
         `prepare_deepspeed`; a replica under ZeRO-1/2), else moved to the device."""
         if model is None:
@@ -299,201 +248,150 @@ class PPOTrainer:
             return prepare_deepspeed(model, self.accelerator)
         return model.to(self.accelerator.device).eval()
 
-    # ----- data -----------------------------------------------------------------------------------------------
-    def _collate(self, rows: list[dict]) -> dict[str, Any]:
-        """Chat-template (when conversational), cut from the left to `max_prompt_length`, left-pad."""
-        ids = []
-        for row in rows:
-            prompt = row["prompt"]
-            text = (
-                self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-                if isinstance(prompt, list)
-                else prompt
-            )
-            tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            if len(tokens) > self.args.max_prompt_length:
-                self.truncated_prompts += 1
-                tokens = tokens[-self.args.max_prompt_length :]
-            ids.append(tokens)
-        width = max(map(len, ids))
-        queries = torch.full((len(ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        query_mask = torch.zeros_like(queries)
-        for i, tokens in enumerate(ids):
-            queries[i, width - len(tokens) :], query_mask[i, width - len(tokens) :] = torch.tensor(tokens), 1
-        return {"queries": queries, "query_mask": query_mask, "prompts": [row["prompt"] for row in rows]}
+    def _init_callbacks(self, total: int, callbacks) -> None:
+        """TrainerState (global_step = PPO updates), TrainerControl and the CallbackHandler, as transformers'
+        Trainer sets them up: the flow callback, the `report_to` integrations, the user's, the progress bar."""
+        args, acc = self.args, self.accelerator
+        self.state = TrainerState(
+            is_local_process_zero=acc.is_local_main_process, is_world_process_zero=acc.is_main_process
+        )
+        self.state.max_steps, self.state.train_batch_size = total, args.rollout_batch_size
+        self.state.num_train_epochs = math.ceil(total / self.updates_per_epoch)
+        for name in ("logging_steps", "eval_steps", "save_steps"):  # a fraction < 1 is a share of the run
+            value = getattr(args, name) or 0
+            setattr(self.state, name, math.ceil(total * value) if value < 1 else int(value))
+        self.control = TrainerControl()
+        handlers = [DefaultFlowCallback, *get_reporting_integration_callbacks(args.report_to), *(callbacks or [])]
+        handlers.append(PrinterCallback if args.disable_tqdm else ProgressCallback)
+        self.callback_handler = CallbackHandler(
+            handlers, self.policy, self.processing_class, self.optimizer, self.lr_scheduler
+        )
 
-    def _batches(self, epoch: int) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.args.seed + epoch)  # same order on resume
+    def add_callback(self, callback: TrainerCallback | type[TrainerCallback]) -> None:
+        self.callback_handler.add_callback(callback)
+
+    def pop_callback(self, callback: TrainerCallback | type[TrainerCallback]) -> TrainerCallback | None:
+        return self.callback_handler.pop_callback(callback)
+
+    def remove_callback(self, callback: TrainerCallback | type[TrainerCallback]) -> None:
+        self.callback_handler.remove_callback(callback)
+
+    @property
+    def policy(self) -> PreTrainedModel:
+        return self.accelerator.unwrap_model(self.model).policy
+
+    @property
+    def value_model(self) -> PreTrainedModel:
+        return self.accelerator.unwrap_model(self.model).value_model
+
+    @property
+    def truncated_prompts(self) -> int:
+        return self.counts.truncated
+
+    # ----- data -----------------------------------------------------------------------------------------------
+    def _collate(self, rows: list[dict]) -> PromptBatch:
+        return collate_prompts(rows, self.processing_class, self.args.max_prompt_length)
+
+    def _train_batches(self, epoch: int, skip: int) -> DataLoader:
+        """This epoch's rollout batches, the same order on resume (seeded by epoch), the first `skip` skipped."""
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         loader = DataLoader(
-            self.dataset,
+            self.train_dataset,
             batch_size=self.args.rollout_batch_size,
             shuffle=True,
             drop_last=True,
             collate_fn=self._collate,
-            generator=generator,
+            generator=torch.Generator().manual_seed(seed + epoch),
         )
-        return self.accelerator.prepare_data_loader(loader)
+        loader = self.accelerator.prepare_data_loader(loader)
+        return self.accelerator.skip_first_batches(loader, skip) if skip else loader
 
-    # ----- forward passes --------------------------------------------------------------------------------------
-    @staticmethod
-    def _inputs(queries, query_mask, responses, mask):
-        input_ids = torch.cat([queries, responses], 1)
-        attention_mask = torch.cat([query_mask, mask], 1)
-        position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)  # left padding: positions start at the prompt
-        return input_ids, attention_mask, position_ids
+    # ----- the loop ---------------------------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint: str | bool | None = None) -> TrainOutput:
+        """Run PPO updates until `max_steps` (or the epochs), resuming from a checkpoint folder (the latest in
+        `output_dir` with True)."""
+        args, state = self.args, self.state
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No checkpoint found in {args.output_dir} to resume from")
+        if resume_from_checkpoint:
+            self._load_checkpoint(resume_from_checkpoint)
+        start, losses, window = time.time(), [], defaultdict(list)
+        self.control = self.callback_handler.on_train_begin(args, state, self.control)
+        if args.eval_on_start and state.global_step == 0:
+            self.evaluate()
+        while state.global_step < state.max_steps and not self.control.should_training_stop:
+            epoch, skip = divmod(state.global_step, self.updates_per_epoch)
+            if skip == 0:
+                self.control = self.callback_handler.on_epoch_begin(args, state, self.control)
+            for batch in self._train_batches(epoch, skip):
+                self.control = self.callback_handler.on_step_begin(args, state, self.control)
+                update_start = time.perf_counter()
+                rollout = self.make_experience(batch)
+                stats = self._rollout_stats(rollout.experience)
+                stats |= self.learner.learn(rollout.experience, self.kl_ctl.value)
+                stats["time/update_s"] = time.perf_counter() - update_start
+                sequence_kl = self.accelerator.gather(rollout.experience.sequence_kl).mean().item()
+                self.kl_ctl.update(sequence_kl, args.rollout_batch_size * self.accelerator.num_processes)
+                state.global_step += 1
+                state.epoch = state.global_step / self.updates_per_epoch
+                losses.append(stats["loss/total"])
+                for key, value in stats.items():
+                    window[key].append(value)
+                self.control = self.callback_handler.on_step_end(args, state, self.control)
+                self._maybe_log_save_evaluate(window, rollout)
+                if self.control.should_training_stop or state.global_step >= state.max_steps:
+                    break
+            if state.global_step % self.updates_per_epoch == 0:
+                self.control = self.callback_handler.on_epoch_end(args, state, self.control)
+                self._maybe_log_save_evaluate(window, None)
+        self.control = self.callback_handler.on_train_end(args, state, self.control)
+        if self.counts.truncated:
+            logger.warning(
+                "%d prompts were longer than max_prompt_length=%d and were cut from the left",
+                self.counts.truncated,
+                args.max_prompt_length,
+            )
+        runtime = time.time() - start
+        metrics = {"train_runtime": runtime, "train_steps_per_second": len(losses) / max(runtime, 1e-9)}
+        metrics["train_loss"] = sum(losses) / max(len(losses), 1)
+        return TrainOutput(state.global_step, metrics["train_loss"], metrics)
 
-    def _logprobs(self, logits: torch.Tensor, responses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return selective_log_softmax_and_entropy(logits.float() / self.args.temperature, responses)
+    def make_experience(self, batch: PromptBatch) -> Rollout:
+        """One rollout batch from the current policy (sampling with the policy gathered under ZeRO-3)."""
+        self.counts.truncated += batch.truncated
+        self.model.eval()
+        with self._generation_models() as unwrapped:
+            return self.rollout(
+                unwrapped.policy, unwrapped.value_model, self.ref_model, batch, self.kl_ctl.value, self._reward_kwargs()
+            )
 
     @contextlib.contextmanager
-    def _reference(self) -> Iterator[PreTrainedModel]:
-        """The reference policy: the frozen copy, or with a peft policy the same weights with adapters disabled."""
-        if self.ref_model is not None:
-            yield self.ref_model
-            return
-        policy = self.accelerator.unwrap_model(self.model).policy
-        with policy.disable_adapter():
-            yield policy
+    def _generation_models(self) -> Iterator[PolicyAndValue]:
+        """TRL's unwrapping for generation (parameters gathered under ZeRO-3, checkpointing off), under autocast."""
+        kwargs = self.args.gradient_checkpointing_kwargs
+        with (
+            unwrap_model_for_generation(
+                self.model, self.accelerator, gradient_checkpointing_kwargs=kwargs
+            ) as unwrapped,
+            self.accelerator.autocast(),
+        ):
+            yield unwrapped
 
-    # ----- one update ------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def make_experience(self, batch: dict[str, Any]) -> tuple[Experience, list[str]]:
-        """Sample responses and score them; per-token rewards and whitened GAE advantages."""
-        args, eos = self.args, self.tokenizer.eos_token_id
-        queries, query_mask = batch["queries"], batch["query_mask"]
-        self.model.eval()
-        with unwrap_model_for_generation(self.model, self.accelerator) as unwrapped, self.accelerator.autocast():
-            # The sampling pass already computes the policy's logits at every response token: keep them rather
-            # than running the policy again (the log-probs match a fresh forward pass to float rounding).
-            generated = unwrapped.policy.generate(
-                input_ids=queries, attention_mask=query_mask, generation_config=self.generation_config
-            )
-            responses, logits = generated.sequences[:, queries.shape[1] :], torch.stack(generated.logits, 1)
-            del generated
-            mask = core.response_mask(responses, eos)
-            responses = responses.masked_fill(mask == 0, self.tokenizer.pad_token_id)
-            inputs, n = self._inputs(queries, query_mask, responses, mask), responses.shape[1]
-            values = value_forward(unwrapped.value_model, *inputs, n_response=n)
-            full = args.kl_estimator == "full"  # the exact KL needs both distributions whole
-            with self._reference() as reference:
-                if self.chunked_logps and not full:
-                    ref_logits = None
-                    ref_logprobs, _ = response_logprobs(
-                        reference, *inputs, responses, args.temperature, chunked=True, entropy=False
-                    )
-                else:
-                    keys = ("input_ids", "attention_mask", "position_ids")
-                    ref_logits = reference(**dict(zip(keys, inputs)), logits_to_keep=n + 1, use_cache=False).logits
-                    ref_logits = ref_logits[:, :-1]
-                    ref_logprobs = self._logprobs(ref_logits, responses)[0]
-        logprobs, entropy = self._logprobs(logits, responses)
-        kl = kl_per_token(
-            logprobs,
-            ref_logprobs,
-            args.kl_estimator,
-            logits / args.temperature if full else None,
-            ref_logits / args.temperature if full else None,
-        )
-        kl = kl * mask
+    def _reward_kwargs(self) -> dict[str, Any]:
+        return {"trainer_state": self.state}
 
-        texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
-        prompts = batch["prompts"]
-        completions = [
-            [{"role": "assistant", "content": t}] if isinstance(p, list) else t for p, t in zip(prompts, texts)
-        ]
-        scores = score(self.reward_funcs, prompts, completions, args.reward_weights).to(logprobs.device)
-        has_eos = (responses == eos).any(1)
-        if args.missing_eos_penalty is not None:
-            scores = scores - args.missing_eos_penalty * (~has_eos).float()
-
-        rewards = core.per_token_rewards(
-            scores, kl if args.kl_placement == "reward" else torch.zeros_like(kl), self.kl_ctl.value, mask
-        )
-        if args.whiten_rewards:
-            rewards = core.masked_whiten(rewards, mask, shift_mean=False)
-        advantages, returns = core.gae(rewards, values, mask, args.gamma, args.lam)
-        advantages = core.masked_whiten(advantages, mask)
-        experience = Experience(
-            queries,
-            query_mask,
-            responses,
-            mask,
-            logprobs,
-            ref_logprobs,
-            values * mask,
-            scores,
-            kl,
-            advantages,
-            returns,
-            entropy,
-        )
-        return experience, texts
-
-    def learn(self, exp: Experience) -> dict[str, float]:
-        """`num_ppo_epochs` passes over the rollout batch in `num_mini_batches` optimizer steps.
-
-        In a single process the actor's and the critic's losses are back-propagated one after the other: their
-        parameters are disjoint, so the gradients are the same as one backward of the sum, and the actor's
-        activations are freed before the critic's forward pass (the peak holds one model's activations, not two).
-        Distributed wrappers (DDP, DeepSpeed) expect one backward per forward of the wrapped module: one sum there.
-        """
-        args, stats = self.args, defaultdict(list)
-        self.model.train()
-        micro = args.per_device_train_batch_size
-        one_by_one = self.separate_backward
-        chunked = self.chunked_logps and not args.entropy_coef  # an entropy bonus needs the entropy's gradient
-        for _ in range(args.num_ppo_epochs):
-            order = torch.randperm(len(exp.scores), device=exp.scores.device)
-            for start in range(0, len(order), micro):
-                mb = exp.select(order[start : start + micro])
-                inputs, n = self._inputs(mb.queries, mb.query_mask, mb.responses, mb.mask), mb.responses.shape[1]
-                with self.accelerator.accumulate(self.model), self.accelerator.autocast():
-                    if one_by_one:
-                        policy = self.model.policy
-                        logprobs = response_logprobs(policy, *inputs, mb.responses, args.temperature, chunked)
-                        actor_loss, actor_stats = self._actor_loss(*logprobs, mb)
-                        self.accelerator.backward(actor_loss)
-                        values = value_forward(self.model.value_model, *inputs, n)
-                        critic_loss, critic_stats = self._critic_loss(values, mb)
-                        loss = actor_loss.detach() + critic_loss
-                    else:
-                        logprobs, entropy, values = self.model(*inputs, mb.responses, args.temperature, chunked)
-                        actor_loss, actor_stats = self._actor_loss(logprobs, entropy, mb)
-                        critic_loss, critic_stats = self._critic_loss(values, mb)
-                        loss = actor_loss + critic_loss
-                    self._check_finite(loss)
-                    self.accelerator.backward(critic_loss if one_by_one else loss)
-                    if self.accelerator.sync_gradients and args.max_grad_norm:
-                        self.accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
-                    self.optimizer.step()
-                    if self.accelerator.sync_gradients:
-                        self.scheduler.step()
-                    self.optimizer.zero_grad()
-                for key, value in {**actor_stats, **critic_stats}.items():
-                    stats[key].append(value.detach().float())
-        return {k: self.accelerator.gather(torch.stack(v).mean()).mean().item() for k, v in stats.items()}
-
-    def _actor_loss(
-        self, logprobs: torch.Tensor, entropy: torch.Tensor, mb: Experience
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Clipped policy loss, minus the entropy bonus, plus the KL term when the KL is placed in the loss."""
-        args = self.args
-        pg_loss, pg_stats = core.policy_loss(logprobs, mb.logprobs, mb.advantages, mb.mask, args.cliprange)
-        entropy_mean = core.masked_mean(entropy, mb.mask)
-        loss = pg_loss - args.entropy_coef * entropy_mean
-        if args.kl_placement == "loss":
-            kl = kl_per_token(logprobs, mb.ref_logprobs, args.kl_estimator)
-            loss = loss + self.kl_ctl.value * core.masked_mean(kl, mb.mask)
-        return loss, {**pg_stats, "loss/policy": pg_loss, "policy/entropy": entropy_mean}
-
-    def _critic_loss(self, values: torch.Tensor, mb: Experience) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Clipped value loss, weighted by `vf_coef`."""
-        vf_loss, vf_stats = core.value_loss(values, mb.values, mb.returns, mb.mask, self.args.cliprange_value)
-        return self.args.vf_coef * vf_loss, {**vf_stats, "loss/value": vf_loss}
+    def _check(self, loss: torch.Tensor) -> None:
+        """Stop before a NaN/inf loss reaches the weights (see trl_ext.guards); the last checkpoint stays good."""
+        step = self.state.global_step + 1
+        value = float("nan") if forced_nan(step) else loss.item()
+        if not math.isfinite(value):
+            raise NonFiniteError(non_finite_message("PPO loss", value, step, self.args.output_dir))
 
     def _rollout_stats(self, exp: Experience) -> dict[str, float]:
         g = self.accelerator.gather
-        kl_sum = exp.kl.sum(1)
+        kl_sum = exp.sequence_kl
         return {
             "objective/entropy": g(core.masked_mean(exp.entropy, exp.mask, dim=1)).mean().item(),
             "objective/kl": g(kl_sum).mean().item(),
@@ -502,88 +400,89 @@ class PPOTrainer:
             "objective/kl_coef": self.kl_ctl.value,
             "val/mean": g(core.masked_mean(exp.values, exp.mask)).mean().item(),
             "response_length": g(exp.mask.sum(1).float()).mean().item(),
-            "eos_fraction": g((exp.responses == self.tokenizer.eos_token_id).any(1).float()).mean().item(),
+            "eos_fraction": g((exp.responses == self.processing_class.eos_token_id).any(1).float()).mean().item(),
         }
 
-    # ----- the loop --------------------------------------------------------------------------------------------
-    def _check_finite(self, loss: torch.Tensor) -> None:
-        """Stop before a NaN/inf loss reaches the weights (see trl_ext.guards); the last checkpoint stays good."""
-        step = self.state.global_step + 1
-        value = float("nan") if forced_nan(step) else loss.item()
-        if not math.isfinite(value):
-            raise NonFiniteError(non_finite_message("PPO loss", value, step, self.args.output_dir))
+    def _maybe_log_save_evaluate(self, window: dict[str, list[float]], rollout: Rollout | None) -> None:
+        """What the callbacks asked for after an update: log (the mean over the updates since the last log),
+        evaluate, save, in transformers' order."""
+        args, state = self.args, self.state
+        if rollout is not None and args.sample_every and state.global_step % args.sample_every == 0:
+            table = sample_table(rollout.prompts, rollout.completions, rollout.experience.scores.tolist())
+            logger.info("Samples at update %d:\n%s", state.global_step, table)
+            window["samples"] = [table]
+        if self.control.should_log and window:
+            logs = {k: v[-1] if k == "samples" else sum(v) / len(v) for k, v in window.items()}
+            self.log({**logs, "lr": self.lr_scheduler.get_last_lr()[0]})
+            window.clear()
+        if self.control.should_evaluate:
+            self.evaluate()
+        if self.control.should_save:
+            self._save_checkpoint()
+            self.control = self.callback_handler.on_save(args, state, self.control)
 
-    def train(self, resume_from_checkpoint: str | bool | None = None) -> dict[str, float]:
-        """Run PPO updates until `total_updates`, resuming from a checkpoint folder (or the latest, with True)."""
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
-        if resume_from_checkpoint:
-            self._load_checkpoint(resume_from_checkpoint)
-        bar = tqdm(
-            total=self.total_updates,
-            initial=self.state.global_step,
-            desc="PPO updates",
-            disable=not self.accelerator.is_main_process,
+    def log(self, logs: dict[str, Any]) -> None:
+        """Append `logs` (with epoch and step) to the log history and hand them to the callbacks' `on_log`."""
+        if self.state.epoch is not None:
+            logs = {**logs, "epoch": self.state.epoch}
+        self.state.log_history.append({**logs, "step": self.state.global_step})
+        self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs)
+
+    # ----- evaluation -------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(
+        self, eval_dataset: Dataset | None = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"
+    ) -> dict[str, Any]:
+        """Answer the held-out prompts as in a rollout (same sampling, a fixed seed, the training RNG untouched):
+        mean score, KL to the reference, answer length, EOS fraction and a few sample answers; logged and handed to
+        the callbacks' `on_evaluate`."""
+        args, acc = self.args, self.accelerator
+        dataset = (
+            self.eval_dataset if eval_dataset is None else prompt_dataset(eval_dataset, self.processing_class, True)
         )
-        while self.state.global_step < self.total_updates:
-            epoch, skip = divmod(self.state.global_step, self.updates_per_epoch)
-            loader = self.accelerator.skip_first_batches(self._batches(epoch), skip) if skip else self._batches(epoch)
+        if dataset is None:
+            raise ValueError("evaluate() needs an eval_dataset (given here or to the trainer)")
+        loader = acc.prepare_data_loader(
+            DataLoader(dataset, batch_size=args.per_device_eval_batch_size, collate_fn=self._collate)
+        )
+        self.callback_handler.eval_dataloader = loader
+        self.model.eval()
+        parts, shown = defaultdict(list), ([], [], [])
+        with torch.random.fork_rng(devices=[acc.device] if acc.device.type == "cuda" else []):
+            torch.manual_seed(args.seed)
             for batch in loader:
-                start = time.perf_counter()
-                exp, texts = self.make_experience(batch)
-                stats = {**self._rollout_stats(exp), **self.learn(exp), "time/update_s": time.perf_counter() - start}
-                self.kl_ctl.update(stats["objective/kl"], self.args.rollout_batch_size * self.accelerator.num_processes)
-                self.state.global_step += 1
-                self._log(stats, batch["prompts"], texts, exp.scores)
-                bar.update(1)
-                bar.set_postfix(score=f"{stats['objective/scores']:.3f}", kl=f"{stats['objective/kl']:.3f}")
-                if self.args.save_steps and self.state.global_step % int(self.args.save_steps) == 0:
-                    self._save_checkpoint()
-                if self.state.global_step >= self.total_updates:
-                    break
-        bar.close()
-        if self.truncated_prompts:
-            logger.warning(
-                "%d prompts were longer than max_prompt_length=%d and were cut from the left",
-                self.truncated_prompts,
-                self.args.max_prompt_length,
-            )
-        return {
-            "updates": self.state.global_step,
-            **{k: v for k, v in self.state.log_history[-1].items() if k != "samples"},
+                with self._generation_models() as unwrapped:
+                    s: Samples = self.rollout.sample(unwrapped.policy, self.ref_model, batch, self._reward_kwargs())
+                for key, value in (
+                    ("objective/scores", s.scores),
+                    ("objective/kl", s.kl.sum(1)),
+                    ("response_length", s.mask.sum(1).float()),
+                    ("eos_fraction", (s.responses == self.processing_class.eos_token_id).any(1).float()),
+                ):
+                    parts[key].append(acc.gather_for_metrics(value))
+                for column, values in zip(shown, (batch.prompts, s.completions, s.scores.tolist())):
+                    column.extend(values)
+                self.control = self.callback_handler.on_prediction_step(args, self.state, self.control)
+        metrics: dict[str, Any] = {
+            f"{metric_key_prefix}_{key}": torch.cat(values).mean().item() for key, values in parts.items()
         }
-
-    def _log(self, stats: dict[str, float], prompts, texts: list[str], scores: torch.Tensor) -> None:
-        entry = {"step": self.state.global_step, **stats, "lr": self.scheduler.get_last_lr()[0]}
-        if self.args.sample_every and self.state.global_step % self.args.sample_every == 0:
-            entry["samples"] = [
-                {"prompt": p if isinstance(p, str) else p[-1]["content"], "completion": t, "score": s}
-                for p, t, s in zip(prompts[:4], texts[:4], scores[:4].tolist())
-            ]
-            table = "\n".join(
-                f"  [{s['score']:+.3f}] {s['prompt'][:60]!r} -> {s['completion'][:80]!r}" for s in entry["samples"]
-            )
-            logger.info("Samples at update %d:\n%s", self.state.global_step, table)
-        self.state.log_history.append(entry)
-        if self.accelerator.is_main_process and self.state.global_step % max(int(self.args.logging_steps), 1) == 0:
-            logger.info(
-                "update %d: %s",
-                self.state.global_step,
-                {k: round(v, 4) for k, v in entry.items() if isinstance(v, float)},
-            )
+        metrics[f"{metric_key_prefix}_samples"] = sample_table(*shown)
+        metrics = {k: v for k, v in metrics.items() if k not in (ignore_keys or [])}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(args, self.state, self.control, metrics)
+        return metrics
 
     # ----- checkpoints and outputs ------------------------------------------------------------------------------
     def _save_checkpoint(self) -> None:
-        """Model, optimizer, scheduler, RNG and KL-controller state (accelerate), plus our step and history."""
+        """`checkpoint-N` (N = updates done) in `output_dir`: model, optimizer, scheduler, RNG, KL-controller and
+        prompt-count state (accelerate), then the TrainerState, last, as the checkpoint's completion marker; then the
+        oldest checkpoints beyond `save_total_limit` are removed. (accelerate's own rotation does not fit: it names
+        folders by save count, not step, under `checkpoints/`, and deletes the oldest before the new one is complete.)
+        """
         folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
         self.accelerator.save_state(str(folder))
         if self.accelerator.is_main_process:
-            state = {
-                "update": self.state.global_step,
-                "log_history": self.state.log_history,
-                "truncated_prompts": self.truncated_prompts,
-            }
-            (folder / STATE_FILE).write_text(json.dumps(state))
+            self.state.save_to_json(str(folder / TRAINER_STATE_NAME))
             limit = self.args.save_total_limit
             if limit:
                 older = sorted(folder.parent.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
@@ -591,27 +490,27 @@ class PPOTrainer:
                     shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
-    def _load_checkpoint(self, folder: str) -> None:
+    def _load_checkpoint(self, folder: str | Path) -> None:
         logger.info("Resuming PPO from %s", folder)
-        self.accelerator.load_state(folder)
-        state = json.loads((Path(folder) / STATE_FILE).read_text())
-        self.state.global_step, self.state.log_history = state["update"], state["log_history"]
-        self.truncated_prompts = state.get("truncated_prompts", 0)
+        self.accelerator.load_state(str(folder))
+        saved = TrainerState.load_from_json(str(Path(folder) / TRAINER_STATE_NAME))
+        self.state.global_step, self.state.epoch, self.state.log_history = (
+            saved.global_step,
+            saved.epoch,
+            saved.log_history,
+        )
 
-    def save_model(self, output_dir: str | Path) -> None:
-        """The policy as a plain HF folder (adapters merged) with the tokenizer; the value model on request."""
-        output_dir = Path(output_dir)
+    def save_model(self, output_dir: str | Path | None = None) -> None:
+        """The policy as a plain HF folder (adapters merged into a copy: the trainer's models stay as they are) with
+        the tokenizer; the value model too with `save_value_model`, in `value_model/`."""
+        output_dir = Path(output_dir or self.args.output_dir)
         self.accelerator.wait_for_everyone()
         unwrapped = self.accelerator.unwrap_model(self.model)
         with gathered_parameters(unwrapped, self.accelerator):  # ZeRO-3: the main process saves whole weights
             if self.accelerator.is_main_process:
-                policy = unwrapped.policy
-                policy = policy.merge_and_unload() if hasattr(policy, "merge_and_unload") else policy
-                policy.save_pretrained(output_dir)
-                self.tokenizer.save_pretrained(output_dir)
+                merged_copy(unwrapped.policy).save_pretrained(output_dir)
+                self.processing_class.save_pretrained(output_dir)
                 if self.args.save_value_model:
-                    value = unwrapped.value_model
-                    value = value.merge_and_unload() if hasattr(value, "merge_and_unload") else value
-                    value.save_pretrained(output_dir / "value_model")
-                    self.tokenizer.save_pretrained(output_dir / "value_model")
+                    merged_copy(unwrapped.value_model).save_pretrained(output_dir / "value_model")
+                    self.processing_class.save_pretrained(output_dir / "value_model")
         self.accelerator.wait_for_everyone()
