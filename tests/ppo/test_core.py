@@ -36,6 +36,21 @@ def test_whitening():
     assert w[0, 3] == 0
 
 
+def test_whitening_uses_the_biased_variance_on_purpose():
+    """Divided by n, not n - 1: the masked mean of squares is exactly 1, and a lone token whitens to 0 (no NaN)."""
+    x, mask = torch.tensor([[1.0, 2.0, 4.0]]), torch.ones(1, 3)
+    w = core.masked_whiten(x, mask)
+    assert (w**2).mean().item() == pytest.approx(1.0, abs=1e-6)  # Bessel's correction would give 2/3
+    lone = core.masked_whiten(torch.tensor([[5.0, 7.0]]), torch.tensor([[1, 0]]))
+    assert lone.tolist() == [[0.0, 0.0]]
+
+
+def test_kl_placement_is_one_switch():
+    assert core.kl_coefs(0.1, "reward") == (0.1, 0.0) and core.kl_coefs(0.1, "loss") == (0.0, 0.1)
+    with pytest.raises(ValueError, match="kl_placement"):
+        core.kl_coefs(0.1, "both")
+
+
 def test_clipped_policy_loss_by_formula():
     old = torch.zeros(1, 2)
     new = torch.log(torch.tensor([[1.5, 0.5]]))  # ratios 1.5 and 0.5
