@@ -46,15 +46,18 @@ def small_config(tmp_path, **overrides) -> PPOConfig:
     return PPOConfig(**{**args, **overrides})
 
 
-def make_trainer(tmp_path, tiny_path, tiny_tokenizer, prompts, reward=letter_e_reward, peft_config=None, **overrides):
-    """A PPOTrainer on the tiny policy with `reward` as its only reward function; `overrides` go to the config."""
+def make_trainer(
+    tmp_path, tiny_path, tiny_tokenizer, prompts, reward=letter_e_reward, trainer_kwargs=None, **overrides
+) -> PPOTrainer:
+    """A PPOTrainer on the tiny policy with `reward` as its only reward function; `trainer_kwargs` go to the trainer
+    (peft_config, eval_dataset, callbacks, ...), `overrides` to the config."""
     return PPOTrainer(
         load_policy(tiny_path, tiny_tokenizer),
         small_config(tmp_path, **overrides),
         tiny_tokenizer,
         prompts,
         reward_funcs=[reward],
-        peft_config=peft_config,
+        **(trainer_kwargs or {}),
     )
 
 

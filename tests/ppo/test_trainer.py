@@ -101,7 +101,7 @@ def test_chunked_log_probs_train_like_the_logits(tmp_path, tiny_path, tiny_token
             tiny_path,
             tiny_tokenizer,
             prompts,
-            peft_config=lora,
+            trainer_kwargs=dict(peft_config=lora),
             max_steps=2,
             chunked_logps=chunked,
         )
@@ -120,14 +120,15 @@ def test_chunked_log_probs_train_like_the_logits(tmp_path, tiny_path, tiny_token
 def test_lora_policy_uses_the_base_as_reference(tmp_path, tiny_path, tiny_tokenizer, prompts):
     from peft import LoraConfig
 
-    args = small_config(tmp_path, per_device_train_batch_size=4, response_length=8)
-    trainer = PPOTrainer(
-        load_policy(tiny_path, tiny_tokenizer),
-        args,
+    lora = dict(peft_config=LoraConfig(r=4, target_modules="all-linear"))
+    trainer = make_trainer(
+        tmp_path,
+        tiny_path,
         tiny_tokenizer,
         prompts,
-        reward_funcs=[letter_e_reward],
-        peft_config=LoraConfig(r=4, target_modules="all-linear"),
+        trainer_kwargs=lora,
+        per_device_train_batch_size=4,
+        response_length=8,
     )
     assert trainer.ref_model is None  # no second copy of the weights
     trainer.train()
@@ -210,7 +211,9 @@ def test_save_model_leaves_a_lora_trainer_untouched(tmp_path, tiny_path, tiny_to
     from safetensors.torch import load_file
 
     lora = LoraConfig(r=4, target_modules="all-linear")
-    trainer = make_trainer(tmp_path, tiny_path, tiny_tokenizer, prompts, peft_config=lora, learning_rate=1e-2)
+    trainer = make_trainer(
+        tmp_path, tiny_path, tiny_tokenizer, prompts, trainer_kwargs=dict(peft_config=lora), learning_rate=1e-2
+    )
     trainer.train()
     policy = trainer.accelerator.unwrap_model(trainer.model).policy
     before = {k: v.clone() for k, v in policy.state_dict().items()}
@@ -301,13 +304,15 @@ def test_eval_dataset_is_evaluated_at_eval_steps_without_changing_training(
     """Held-out prompts answered as in a rollout: mean score, KL, answer length and sample answers logged at each
     eval step; a fixed seed makes evaluate() repeatable, and the training RNG is left alone."""
     held_out = eval_prompts.select(range(6))
-    trainer = PPOTrainer(
-        load_policy(tiny_path, tiny_tokenizer),
-        small_config(tmp_path, max_steps=2, eval_strategy="steps", eval_steps=1, eval_on_start=True),
+    evaluation = dict(eval_strategy="steps", eval_steps=1, eval_on_start=True)
+    trainer = make_trainer(
+        tmp_path,
+        tiny_path,
         tiny_tokenizer,
         prompts,
-        reward_funcs=[letter_e_reward],
-        eval_dataset=held_out,
+        trainer_kwargs=dict(eval_dataset=held_out),
+        max_steps=2,
+        **evaluation,
     )
     trainer.train()
     evals = [h for h in trainer.state.log_history if "eval_objective/scores" in h]
@@ -447,8 +452,12 @@ class Recorder(TrainerCallback):
 
 def test_user_callbacks_receive_the_events_in_order(tmp_path, tiny_path, tiny_tokenizer, prompts, eval_prompts):
     recorder = Recorder()
-    args = small_config(
+    trainer = make_trainer(
         tmp_path,
+        tiny_path,
+        tiny_tokenizer,
+        prompts,
+        trainer_kwargs=dict(eval_dataset=eval_prompts.select(range(4)), callbacks=[recorder]),
         max_steps=2,
         per_device_train_batch_size=4,
         response_length=8,
@@ -456,15 +465,6 @@ def test_user_callbacks_receive_the_events_in_order(tmp_path, tiny_path, tiny_to
         eval_steps=2,
         save_strategy="steps",
         save_steps=2,
-    )
-    trainer = PPOTrainer(
-        load_policy(tiny_path, tiny_tokenizer),
-        args,
-        tiny_tokenizer,
-        prompts,
-        reward_funcs=[letter_e_reward],
-        eval_dataset=eval_prompts.select(range(4)),
-        callbacks=[recorder],
     )
     trainer.train()
     assert recorder.events == [

@@ -68,11 +68,13 @@ def unhonoured_fields(args: TrainingArguments) -> dict[str, Any]:
 class PPOConfig(TrainingArguments):
     r"""
     Configuration for [`trl_ext.ppo.PPOTrainer`]. Inherits `TrainingArguments`; the fields PPO honours are listed in
-    `trl_ext.ppo.config.HONOURED` (a step is one PPO update: `max_steps`, `logging_steps`, `eval_steps`, `save_steps`
-    and `warmup_steps` count updates; `per_device_train_batch_size` is the rollouts per forward/backward micro-batch,
-    `per_device_eval_batch_size` the held-out prompts per generation batch). Setting any other field away from its
-    default raises a `ConfigError` naming it: `push_to_hub`, `deepspeed` (launch with an accelerate config instead),
-    `load_best_model_at_end`, `torch_compile`, ... are not implemented here.
+    `trl_ext.ppo.config.HONOURED`. A step is one PPO update: `max_steps`, `logging_steps` (the logs average the updates
+    since the last one), `eval_steps` and `save_steps` count updates; `warmup_steps` counts optimizer steps
+    (`num_ppo_epochs * num_mini_batches` per update). `per_device_train_batch_size` is the rollouts per
+    forward/backward micro-batch, `per_device_eval_batch_size` the held-out prompts per generation batch;
+    `remove_unused_columns=True` keeps only `prompt` (by default every other column reaches the reward functions).
+    Setting any other field away from its default raises a `ConfigError` naming it: `push_to_hub`, `deepspeed` (launch
+    with an accelerate config instead), `load_best_model_at_end`, `torch_compile`, ... are not implemented here.
 
     One update = one rollout batch of `per_device_train_batch_size * gradient_accumulation_steps * num_mini_batches`
     prompts per process, then `num_ppo_epochs` passes over it in `num_mini_batches` optimizer steps.
@@ -110,7 +112,8 @@ class PPOConfig(TrainingArguments):
 
     > Outputs
 
-    sample_every (`int`, defaults to `10`): log a table of sample completions every this many updates (0: never).
+    sample_every (`int`, defaults to `10`): every this many updates the logs carry `samples`, a markdown table of
+        prompts, completions and scores (text in TensorBoard; 0: never).
     save_value_model (`bool`, defaults to `False`): also save the value model (in `value_model/`).
     """
 
