@@ -95,3 +95,28 @@ def encode_prompts(
         ids = [row[-max_length:] for row in ids]
     inputs = tokenizer.pad({"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt")
     return EncodedPrompts(inputs.to(device) if device is not None else inputs, truncated)
+
+
+def encode_completion(
+    tokenizer: PreTrainedTokenizerBase, prompt: Prompt, completion: str | Messages, max_length: int
+) -> tuple[list[int], int]:
+    """Token ids of prompt + completion through the chat template, and the completion's length in tokens.
+
+    The prompt is cut from the left when the whole exceeds `max_length` (the completion is what gets scored).
+    """
+    from trl_ext._compat import maybe_apply_chat_template
+
+    example = {"prompt": prompt_messages(prompt), "completion": completion_messages(completion)}
+    text = maybe_apply_chat_template(example, tokenizer)
+    prompt_ids = tokenizer(text["prompt"], add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(text["completion"], add_special_tokens=False)["input_ids"][:max_length]
+    keep = max(max_length - len(completion_ids), 0)
+    return prompt_ids[len(prompt_ids) - keep :] + completion_ids, len(completion_ids)
+
+
+def pad_batch(
+    tokenizer: PreTrainedTokenizerBase, rows: Sequence[Sequence[int]], side: str = "right", device=None
+) -> BatchEncoding:
+    """Token-id rows as one padded batch (input_ids, attention_mask), padded on `side`."""
+    batch = tokenizer.pad({"input_ids": [list(r) for r in rows]}, padding=True, padding_side=side, return_tensors="pt")
+    return batch.to(device) if device is not None else batch

@@ -26,11 +26,18 @@ def test_completion_logps_matches_a_direct_computation(tiny_model, tiny_tokenize
     assert got[0].item() == pytest.approx(expected, abs=1e-4)
 
 
-def test_truncation_keeps_the_completion(tiny_model, tiny_tokenizer):
+def test_truncation_cuts_the_prompt_and_keeps_the_completion(tiny_model, tiny_tokenizer):
+    from trl_ext.chat import encode_completion
+
     long_prompt = [{"role": "user", "content": "word " * 300}]
-    full = completion_logps(tiny_model, tiny_tokenizer, [long_prompt], [ANSWER], max_length=2000)
-    cut = completion_logps(tiny_model, tiny_tokenizer, [long_prompt], [ANSWER], max_length=40)
-    assert torch.isfinite(cut).all() and cut.item() != 0 and full.item() != 0
+    whole, n = encode_completion(tiny_tokenizer, long_prompt, ANSWER, max_length=2000)
+    cut, n_cut = encode_completion(tiny_tokenizer, long_prompt, ANSWER, max_length=40)
+    assert len(whole) > 300 and len(cut) == 40 and n_cut == n and cut == whole[-40:]  # the prompt's start went
+    with torch.no_grad():
+        logps = torch.log_softmax(tiny_model(torch.tensor([cut])).logits[0, :-1].double(), -1)
+    expected = sum(logps[t - 1, cut[t]].item() for t in range(40 - n, 40))
+    got = completion_logps(tiny_model, tiny_tokenizer, [long_prompt], [ANSWER], max_length=40)
+    assert got.item() == pytest.approx(expected, abs=1e-4)
 
 
 def test_preference_metrics_by_hand():

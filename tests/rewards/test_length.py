@@ -108,16 +108,27 @@ def test_grpo_trainer_runs_with_a_length_controlled_reward(tmp_path, tiny_path, 
 def test_plugs_into_our_ppo_and_best_of_n(tmp_path, tiny_path, tiny_model, tiny_tokenizer):
     from datasets import Dataset
 
+    from trl_ext.chat import text_of
     from trl_ext.models import load_policy
     from trl_ext.ppo import PPOConfig, PPOTrainer
     from trl_ext.sampling import BestOfNSampler
 
-    def chars(prompts, completions, **kwargs):
-        return [float(len(c if isinstance(c, str) else c[0]["content"])) for c in completions]
+    seen = []
 
-    reward = LengthControlledReward(chars, mode="normalized")  # 1 per character: every sample scores 1
-    results = BestOfNSampler(tiny_model, tiny_tokenizer, reward, n=3, generation_kwargs={"max_new_tokens": 6})(["hi"])
-    assert all(s == pytest.approx(1.0) for s in results[0].scores if results[0].completions)
+    def chars(prompts, completions, **kwargs):
+        seen.extend(text_of(c) for c in completions)
+        return [float(len(text_of(c))) for c in completions]
+
+    def expected(texts):  # the target mode: the length, minus half of what exceeds 3 characters
+        return [len(t) - 0.5 * max(0, len(t) - 3) for t in texts]
+
+    reward = LengthControlledReward(chars, mode="target", alpha=0.5, target_length=3)
+    generation = {"min_new_tokens": 4, "max_new_tokens": 6}  # never empty
+    results = BestOfNSampler(tiny_model, tiny_tokenizer, reward, n=3, generation_kwargs=generation)(["hi"])
+    texts = results[0].completions
+    assert len(texts) == 3 and all(len(t) > 3 for t in texts)
+    assert results[0].scores == pytest.approx(expected(texts))
+    seen.clear()
     args = PPOConfig(
         output_dir=str(tmp_path),
         use_cpu=True,
@@ -125,10 +136,13 @@ def test_plugs_into_our_ppo_and_best_of_n(tmp_path, tiny_path, tiny_model, tiny_
         per_device_train_batch_size=4,
         max_steps=1,
         response_length=6,
+        temperature=1.0,
         save_steps=0,
         sample_every=0,
     )
     prompts = Dataset.from_list([{"prompt": "Say something."}] * 4)
     trainer = PPOTrainer(load_policy(tiny_path, tiny_tokenizer), args, tiny_tokenizer, prompts, reward_funcs=[reward])
     trainer.train()
-    assert trainer.state.log_history[0]["objective/scores"] == pytest.approx(1.0, abs=0.3)
+    assert len(seen) == 4 and any(len(t) > 3 for t in seen)  # the penalty applied to some of PPO's samples
+    mean = sum(expected(seen)) / 4
+    assert trainer.state.log_history[0]["objective/scores"] == pytest.approx(mean, abs=1e-5)

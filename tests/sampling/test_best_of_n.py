@@ -47,11 +47,18 @@ def test_same_seed_same_samples(sampler, tiny_model, tiny_tokenizer):
     assert first != [r.completions for r in other(PROMPTS)]
 
 
-def test_batching_does_not_change_samples_count(tiny_model, tiny_tokenizer):
-    one = BestOfNSampler(
-        tiny_model, tiny_tokenizer, length_score, n=3, batch_size=1, generation_kwargs={"max_new_tokens": 6}
+def test_batching_does_not_change_the_samples(tiny_model, tiny_tokenizer):
+    """Argmax, 6 forced tokens: prompts of different lengths batched together (left padding) continue exactly as
+    they do alone."""
+    greedy = {"top_k": 1, "min_new_tokens": 6, "max_new_tokens": 6}  # sampling from the argmax only
+    one, three = (
+        BestOfNSampler(tiny_model, tiny_tokenizer, length_score, n=2, batch_size=b, generation_kwargs=greedy)
+        for b in (1, 3)
     )
-    assert [len(r.completions) for r in one(PROMPTS)] == [3, 3, 3]
+    prompts = ["plain text prompt", "Say", "How do I boil an egg? Tell me"]  # the tiny model continues these
+    alone, batched = [r.completions for r in one(prompts)], [r.completions for r in three(prompts)]
+    assert alone == batched and all(c[0] == c[1] for c in alone)
+    assert len({c[0] for c in alone}) == 3 and all(c[0] for c in alone)  # three different, non-empty continuations
 
 
 def test_deduplication(tiny_model, tiny_tokenizer):

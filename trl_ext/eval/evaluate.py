@@ -10,8 +10,10 @@ from typing import Any
 import torch
 from datasets import Dataset
 
-from trl_ext.eval.metrics import completion_logps, generate, preference_metrics, reward_scores
+from trl_ext.chat import completion_messages
+from trl_ext.eval.metrics import completion_logps, generate, preference_metrics
 from trl_ext.models import load_policy, load_reward_model, load_tokenizer
+from trl_ext.rewards.scoring import reward_scores
 
 logger = logging.getLogger(__name__)
 
@@ -87,10 +89,10 @@ def evaluate_models(
         pol_c = completion_logps(model, tok, prompts, chosen, **kw)
         pol_r = completion_logps(model, tok, prompts, rejected, **kw)
         texts, gen = answer(name, model, tok)
-        as_messages = [[{"role": "assistant", "content": t}] for t in texts]
+        answers = [completion_messages(t) for t in texts]
         kl_proxy = (
-            completion_logps(model, tok, gen_prompts, as_messages, **kw)
-            - completion_logps(ref, tokenizer, gen_prompts, as_messages, **kw)
+            completion_logps(model, tok, gen_prompts, answers, **kw)
+            - completion_logps(ref, tokenizer, gen_prompts, answers, **kw)
         ).mean()
         results[name] = {
             "kind": "policy",
@@ -114,6 +116,5 @@ def rank(x: torch.Tensor) -> torch.Tensor:
 
 def correlation(x: torch.Tensor, y: torch.Tensor) -> float:
     """Pearson correlation of two 1-D tensors (0 when either is constant)."""
-    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
-    denominator = x.norm() * y.norm()
-    return (x @ y / denominator).item() if denominator > 0 else 0.0
+    r = torch.corrcoef(torch.stack([x.double(), y.double()]))[0, 1]
+    return r.item() if torch.isfinite(r) else 0.0

@@ -18,14 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from trl_ext.chat import text_of
 from trl_ext.rewards.scoring import func_name, score
 
 MODES = ("linear", "target", "regression", "normalized")
-
-
-def completion_text(completion: Any) -> str:
-    """The text of a completion given as a string or as conversational messages."""
-    return completion if isinstance(completion, str) else "".join(m["content"] for m in completion)
 
 
 class LengthControlledReward:
@@ -63,7 +59,7 @@ class LengthControlledReward:
 
     def lengths(self, completions: Sequence[Any]) -> list[int]:
         """Lengths in tokens of `tokenizer` (when given) or in characters."""
-        texts = [completion_text(c) for c in completions]
+        texts = [text_of(c) for c in completions]
         if self.tokenizer is None:
             return [len(t) for t in texts]
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]

@@ -10,14 +10,33 @@ from numbers import Real
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from trl_ext.chat import Prompt, encode_completion, pad_batch
 
 RewardFunc = Callable[..., list[float]]
 
 
-def as_messages(completion: Any) -> list[dict[str, str]]:
-    """A completion as conversational messages (TRL passes strings or lists of messages)."""
-    return [{"role": "assistant", "content": completion}] if isinstance(completion, str) else completion
+@torch.no_grad()
+def reward_scores(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    completions: Sequence[Any],
+    batch_size: int = 8,
+    max_length: int = 256,
+) -> torch.Tensor:
+    """A sequence-classification reward model's scalar score for each prompt + completion (text or messages).
+    Prompts too long for `max_length` are cut from the left. Shape: (n,)."""
+    model.eval()
+    rows = [encode_completion(tokenizer, p, c, max_length)[0] for p, c in zip(prompts, completions)]
+    starts = range(0, len(rows), batch_size)
+    out = [torch.zeros(0)]
+    for i in tqdm(starts, desc="rewards", leave=False, disable=len(starts) < 2):
+        batch = pad_batch(tokenizer, rows[i : i + batch_size], "right", model.device)
+        out.append(model(**batch).logits[:, 0].float().cpu())
+    return torch.cat(out)
 
 
 class RewardModelScorer:
@@ -41,10 +60,6 @@ class RewardModelScorer:
         self.__name__ = f"reward_model({getattr(model.config, 'name_or_path', '') or type(model).__name__})"
 
     def __call__(self, prompts: Sequence, completions: Sequence, **kwargs) -> list[float]:
-        from trl_ext.eval.metrics import reward_scores
-
-        prompts = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts]
-        completions = [as_messages(c) for c in completions]
         with self.model.disable_adapter() if self.adapters_disabled else contextlib.nullcontext():
             return reward_scores(
                 self.model, self.tokenizer, prompts, completions, self.batch_size, self.max_length

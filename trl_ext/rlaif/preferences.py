@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trl_ext.rlaif.labeler import ConstitutionalLabeler, PairLabel
-from trl_ext.rlaif.prompts import text_of
+from trl_ext.chat import completion_messages, prompt_messages, text_of
+from trl_ext.rlaif.labeler import ConstitutionalLabeler
+from trl_ext.rlaif.verdicts import PairLabel, round_robin_wins
 
 PAIR_MODES = ("best_worst", "all")
 TIE_MODES = ("drop", "keep")
@@ -78,10 +79,7 @@ def label_responses(
 def _selected(verdicts: dict[tuple[int, int], PairLabel], n: int, pairs: str) -> list[tuple[int, int]]:
     if pairs == "all" or n == 2:
         return list(verdicts)
-    wins = [0.0] * n
-    for (i, j), label in verdicts.items():
-        wins[i] += label.p
-        wins[j] += 1 - label.p
+    wins = round_robin_wins(n, verdicts)
     best = max(range(n), key=wins.__getitem__)
     worst = min((k for k in range(n) if k != best), key=wins.__getitem__)
     return [(min(best, worst), max(best, worst))]
@@ -90,9 +88,9 @@ def _selected(verdicts: dict[tuple[int, int], PairLabel], n: int, pairs: str) ->
 def _row(prompt: Any, chosen: str, rejected: str, label: PairLabel, meta: dict[str, str]) -> dict[str, Any]:
     """A TRL conversational preference row; p_orders = P(chosen better) when shown first and when shown second."""
     return {
-        "prompt": [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt,
-        "chosen": [{"role": "assistant", "content": text_of(chosen)}],
-        "rejected": [{"role": "assistant", "content": text_of(rejected)}],
+        "prompt": prompt_messages(prompt),
+        "chosen": completion_messages(text_of(chosen)),
+        "rejected": completion_messages(text_of(rejected)),
         "p_chosen": label.p,
         "margin": label.margin,
         "p_orders": list(label.p_orders),

@@ -15,6 +15,8 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from trl_ext.chat import prompt_messages, render_prompt, text_of
+
 SYSTEM_PROMPT = (
     "You are a careful and impartial judge. You compare two candidate replies of an AI assistant to the same "
     "conversation, following the principle you are given."
@@ -64,11 +66,6 @@ _INJECTION = re.compile(
 )
 
 
-def text_of(item: Any) -> str:
-    """A response (or prompt) given as text or as conversational messages, as text."""
-    return item if isinstance(item, str) else "\n\n".join(m["content"] for m in item)
-
-
 def special_strings(tokenizer: PreTrainedTokenizerBase) -> list[str]:
     """The tokenizer's special/added token strings that text could spell out (longest first)."""
     added = [t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values()]
@@ -95,8 +92,9 @@ def suspect_injection(text: str) -> bool:
 
 def render_conversation(prompt: Any, specials: list[str] | None = ()) -> str:
     """The prompt (text or messages) as "User: ..." / "Assistant: ..." turns, fenced."""
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-    return "\n\n".join(f"{ROLE_NAMES.get(m['role'], m['role'])}: {fence(m['content'], specials)}" for m in messages)
+    return "\n\n".join(
+        f"{ROLE_NAMES.get(m['role'], m['role'])}: {fence(m['content'], specials)}" for m in prompt_messages(prompt)
+    )
 
 
 def render_response(response: Any, specials: list[str] | None = ()) -> str:
@@ -122,13 +120,7 @@ def judge_prompt(
     prefix = "" if chain_of_thought else ANSWER_PREFIX
     if not getattr(tokenizer, "chat_template", None):
         return f"{SYSTEM_PROMPT}\n\n{user}\n\n{prefix}"
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
-    try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except Exception:  # templates without a system role raise (jinja TemplateError or ValueError)
-        merged = [{"role": "user", "content": f"{SYSTEM_PROMPT}\n\n{user}"}]
-        text = tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
-    return text + prefix
+    return render_prompt(tokenizer, [{"role": "user", "content": user}], SYSTEM_PROMPT) + prefix
 
 
 def split_shared(text: str, with_principle: bool = True) -> tuple[str, str, str]:

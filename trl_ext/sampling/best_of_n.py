@@ -18,9 +18,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from trl_ext.chat import Prompt, completion_like, completion_messages, encode_prompts, prompt_messages
 from trl_ext.rewards import score
-
-Prompt = str | list[dict[str, str]]
 
 
 @dataclass
@@ -77,21 +76,6 @@ class BestOfNSampler:
     deduplicate: bool = False
     seed: int = 0
 
-    def _encode(self, prompts: Sequence[Prompt]) -> dict[str, torch.Tensor]:
-        texts = [
-            self.tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-            if isinstance(p, list)
-            else p
-            for p in prompts
-        ]
-        side, self.tokenizer.padding_side = self.tokenizer.padding_side, "left"  # generation continues on the right
-        try:
-            return self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
-                self.model.device
-            )
-        finally:
-            self.tokenizer.padding_side = side
-
     @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt]) -> list[list[str]]:
         """`n` completions for each prompt (no scoring). Returns one list of `n` strings per prompt."""
@@ -101,7 +85,9 @@ class BestOfNSampler:
         out: list[list[str]] = []
         starts = range(0, len(prompts), self.batch_size)
         for start in tqdm(starts, desc=f"best-of-{self.n}", disable=len(starts) < 2):
-            inputs = self._encode(prompts[start : start + self.batch_size])
+            inputs = encode_prompts(
+                self.tokenizer, prompts[start : start + self.batch_size], device=self.model.device
+            ).inputs
             ids = self.model.generate(
                 **inputs, num_return_sequences=self.n, pad_token_id=self.tokenizer.pad_token_id, **kwargs
             )
@@ -117,18 +103,13 @@ class BestOfNSampler:
             unique = list(dict.fromkeys(completions)) if self.deduplicate else completions
             results.append(BoNResult(prompt, unique, [], len(completions) - len(unique)))
         flat_prompts = [r.prompt for r in results for _ in r.completions]
-        flat_completions = [as_completion(r.prompt, c) for r in results for c in r.completions]
+        flat_completions = [completion_like(r.prompt, c) for r in results for c in r.completions]
         funcs = [self.scorer] if callable(self.scorer) else list(self.scorer)
         scores = score(funcs, flat_prompts, flat_completions).tolist()
         i = 0
         for r in results:
             r.scores, i = scores[i : i + len(r.completions)], i + len(r.completions)
         return results
-
-
-def as_completion(prompt: Prompt, text: str) -> str | list[dict[str, str]]:
-    """A completion in the form TRL's reward functions receive: messages for conversational prompts, else text."""
-    return [{"role": "assistant", "content": text}] if isinstance(prompt, list) else text
 
 
 def preference_pairs(
@@ -151,12 +132,11 @@ def preference_pairs(
         if r.scores[best] - r.scores[worst] < margin or r.completions[best] == r.completions[worst]:
             skipped += 1
             continue
-        prompt = r.prompt if isinstance(r.prompt, list) else [{"role": "user", "content": r.prompt}]
         pairs.append(
             {
-                "prompt": prompt,
-                "chosen": [{"role": "assistant", "content": r.completions[best]}],
-                "rejected": [{"role": "assistant", "content": r.completions[worst]}],
+                "prompt": prompt_messages(r.prompt),
+                "chosen": completion_messages(r.completions[best]),
+                "rejected": completion_messages(r.completions[worst]),
                 "chosen_score": r.scores[best],
                 "rejected_score": r.scores[worst],
             }
