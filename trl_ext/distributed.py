@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,18 +78,10 @@ def full_weights() -> Iterator[None]:
     For models used outside a DeepSpeed engine (best-of-N sampling, evaluation on the main process): a model loaded
     partitioned could only run with every rank joining each forward pass.
     """
-    hf_deepspeed = sys.modules.get("transformers.integrations.deepspeed")
-    if hf_deepspeed is None:  # never imported, so no ZeRO-3 config is set (importing it costs ~200 MiB of memory)
+    from trl_ext._compat.hooks import zero3_init_suspended
+
+    with zero3_init_suspended():
         yield
-        return
-    ref = hf_deepspeed._hf_deepspeed_config_weak_ref  # transformers keeps no other handle on it
-    config = ref() if ref is not None else None
-    hf_deepspeed.unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        if config is not None:
-            hf_deepspeed.set_hf_deepspeed_config(config)
 
 
 class MainProcessOnly(Callback):

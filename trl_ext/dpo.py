@@ -18,7 +18,7 @@ import logging
 import torch
 from datasets import Dataset
 
-from trl_ext._compat import DPOTrainer
+from trl_ext._compat.hooks import DPOTrainerHooks
 from trl_ext.logprobs import DEFAULT_CHUNK_TOKENS, DEFAULT_PACK_WIDTH, add_chunked_lm_head
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 MARGIN_LOSSES = {"sigmoid", "hinge", "robust", "exo_pair", "bco_pair", "sppo_hard", "nca_pair", "discopop"}
 
 
-class LengthRegularizedDPOTrainer(DPOTrainer):
+class LengthRegularizedDPOTrainer(DPOTrainerHooks):
     """`DPOTrainer` plus `rdpo_alpha` (R-DPO's alpha, per token of length difference; 0 disables it)."""
 
     def __init__(self, *args, rdpo_alpha: float = 0.0, **kwargs):
@@ -40,8 +40,8 @@ class LengthRegularizedDPOTrainer(DPOTrainer):
                 raise ValueError(f"rdpo_alpha works with the margin losses {sorted(MARGIN_LOSSES)} and reverse KL")
         super().__init__(*args, **kwargs)
 
-    def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
-        dataset = super()._precompute_ref_logps(dataset, name, batch_size)
+    def after_ref_logps(self, dataset: Dataset, name: str) -> Dataset:
+        dataset = super().after_ref_logps(dataset, name)
         if not self.rdpo_alpha:
             return dataset
         shift = self.rdpo_alpha / self.beta
@@ -119,9 +119,8 @@ class LeanDPOTrainer(LengthRegularizedDPOTrainer):
                 self.chunked_logps = False  # a model that scales its logits: TRL's head serves it
                 return
 
-    def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
+    def before_ref_logps(self) -> None:
         self._patch_heads()
-        return super()._precompute_ref_logps(dataset, name, batch_size)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self._patch_heads()
@@ -129,12 +128,10 @@ class LeanDPOTrainer(LengthRegularizedDPOTrainer):
         mask = inputs["attention_mask"]
         causal_lm = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         real, slots = getattr(causal_lm, "slot_counts", (mask.sum().item(), mask.numel()))  # TRL's head: padded
-        mode = "train" if self.model.training else "eval"
-        self._metrics[mode]["padding_fraction"].append(1.0 - real / max(slots, 1))
+        self.log_metric("padding_fraction", 1.0 - real / max(slots, 1))
         return result
 
-    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+    def after_prepare_dataset(self, dataset, args, name: str):
         column = args.length_column_name
         if args.train_sampling_strategy != "group_by_length" or not isinstance(dataset, Dataset):
             return dataset
@@ -144,9 +141,7 @@ class LeanDPOTrainer(LengthRegularizedDPOTrainer):
         def length(row: dict) -> dict:
             return {column: len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"]))}
 
-        return dataset.map(length, desc=f"Lengths for grouping the {dataset_name} dataset")
+        return dataset.map(length, desc=f"Lengths for grouping the {name} dataset")
 
-    def _set_signature_columns_if_needed(self):
-        super()._set_signature_columns_if_needed()
-        if self.args.train_sampling_strategy == "group_by_length":
-            self._signature_columns = [*self._signature_columns, self.args.length_column_name]
+    def extra_signature_columns(self) -> list[str]:
+        return [self.args.length_column_name] if self.args.train_sampling_strategy == "group_by_length" else []

@@ -1,7 +1,6 @@
 """RLAIF: constitutions (files, errors), the labeler on the tiny model (swap symmetry, no-judge shortcuts, truncation,
 seeded principles, fencing), its reward-function and best-of-N forms, preference rows, the recipe and the pipeline."""
 
-import importlib.util
 import json
 import logging
 import math
@@ -11,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HH_FILE, REPO, SHARED_DATA, needs_hh, recipe, run_cmd
+from tests.conftest import HH_FILE, REPO, SHARED_DATA, compose, needs_hh, recipe, run_cmd
 from trl_ext.data import load_preferences
-from trl_ext.errors import ConfigError
+from trl_ext.exceptions import ConfigError
 from trl_ext.rewards import score
 from trl_ext.rlaif import (
     Constitution,
@@ -122,13 +121,13 @@ def labeler(judge, tiny_tokenizer):
 
 def captured_rows(labeler, monkeypatch) -> list[list[int]]:
     """Record every token row (shared prefix + suffix) the labeler sends to the judge."""
-    seen, original = [], labeler._log_odds_chunk
+    seen, original = [], labeler.scorer.chunk
 
     def spy(chunk):
         seen.extend(row for job in chunk for row in job.rows())
         return original(chunk)
 
-    monkeypatch.setattr(labeler, "_log_odds_chunk", spy)
+    monkeypatch.setattr(labeler.scorer, "chunk", spy)
     return seen
 
 
@@ -163,8 +162,8 @@ def test_batching_and_prefix_sharing_do_not_change_verdicts(judge, tiny_tokenize
 
 def test_instructions_are_computed_once_per_call(judge, tiny_tokenizer, monkeypatch):
     labeler = ConstitutionalLabeler(judge, DEFAULT, tiny_tokenizer, batch_size=1, progress=False)
-    chunks, original = [], labeler._log_odds_chunk
-    monkeypatch.setattr(labeler, "_log_odds_chunk", lambda chunk: chunks.append(chunk) or original(chunk))
+    chunks, original = [], labeler.scorer.chunk
+    monkeypatch.setattr(labeler.scorer, "chunk", lambda chunk: chunks.append(chunk) or original(chunk))
     labeler.label(PROMPTS, GOOD, BAD)
     jobs = [job for chunk in chunks for job in chunk]
     assert len(chunks) == 2 and jobs[0].header == jobs[1].header  # batch 1: no pads anywhere
@@ -176,30 +175,6 @@ def test_instructions_are_computed_once_per_call(judge, tiny_tokenizer, monkeypa
     labeler.label(PROMPTS[:1], GOOD[:1], BAD[:1])  # a new call computes them again (the judge may have changed)
     again = chunks[-1][0]
     assert labeler.stats["tokens"] == unique + len(again.header) + len(again.prefix) + sum(map(len, again.suffixes))
-
-
-def test_batches_keep_within_the_padding_budget():
-    from trl_ext.rlaif.labeler import _chunks, _Job, _tokens
-
-    def job(index, prefix, suffix):
-        return _Job(
-            index, False, "", "", "", [], False, header=[1] * 50, prefix=[2] * prefix, suffixes=[[3] * suffix] * 2
-        )
-
-    same = [job(i, 40, 100) for i in range(4)]
-    assert [len(c) for c in _chunks(same, 8, shared=True)] == [4]
-    assert [len(c) for c in _chunks(same, 3, shared=True)] == [3, 1]
-    mixed = [*same, job(4, 40, 300), job(5, 400, 100), job(6, 45, 104)]
-    chunks = _chunks(mixed, 8, shared=True)
-    assert sorted(map(len, chunks)) == [1, 1, 5]  # the long suffix and the long conversation go alone
-    for shared in (True, False):
-        for chunk in _chunks(mixed, 8, shared):
-            real, forwarded = _tokens(chunk, shared)
-            assert forwarded <= 1.1 * real
-    assert sorted(j.index for c in chunks for j in c) == list(range(7))
-    real, forwarded = _tokens(same[:2], shared=True)
-    assert (real, forwarded) == (50 + 2 * 40 + 4 * 100, 50 + 2 * 40 + 4 * 100)
-    assert _tokens([same[0], mixed[4]], shared=False) == (2 * 190 + 2 * 390, 4 * 390)
 
 
 def test_identical_responses_skip_the_judge(labeler, monkeypatch):
@@ -266,12 +241,25 @@ def test_fence_function():
     assert fence("<|im_end|>", ["<|im_end|>"]) == "< |im_end|>" and fence("(A)", None) == "(A)"
 
 
-def test_chain_of_thought_generates_then_scores(judge, tiny_tokenizer):
+def test_chain_of_thought_generates_then_scores_after_the_reasoning(judge, tiny_tokenizer, monkeypatch):
+    import trl_ext.rlaif.labeler as labeler_module
+    from trl_ext.rlaif.prompts import ANSWER_PREFIX
+
     labeler = ConstitutionalLabeler(
         judge, DEFAULT, tiny_tokenizer, chain_of_thought=True, cot_max_new_tokens=4, progress=False
     )
-    (label,) = labeler.label(PROMPTS[:1], GOOD[:1], BAD[:1])
-    assert 0 <= label.p <= 1 and len(label.reasoning) == 2
+    (label,) = labeler.label(PROMPTS[:1], GOOD[:1], BAD[:1])  # the real generation runs
+    assert 0 <= label.p <= 1 and len(label.reasoning) == 2 and labeler.stats["generated_tokens"] > 0
+    scored, original = [], labeler.scorer.rows
+    monkeypatch.setattr(labeler.scorer, "rows", lambda rows: scored.append(rows) or original(rows))
+    verdicts = {}
+    for thought in ("Response A refuses politely.", "Both are wrong and rude, B more so."):
+        monkeypatch.setattr(labeler_module, "reason", lambda scorer, tok, rows, n, t=thought: [t] * len(rows))
+        (verdicts[thought],) = labeler.label(PROMPTS[:1], GOOD[:1], BAD[:1])
+        text = tiny_tokenizer.decode(scored[-1][0])
+        assert text.endswith(f"{thought}\n\n{ANSWER_PREFIX}") and verdicts[thought].reasoning == [thought] * 2
+    first, second = verdicts.values()
+    assert first.log_odds != pytest.approx(second.log_odds, abs=1e-6)  # the reasoning text changes the scores
 
 
 # ---- the shared reward-function protocol ----
@@ -424,47 +412,12 @@ def test_rlaif_recipe_two_processes_keep_order(tmp_path, judge, tiny_tokenizer):
     assert report.kept == len(comparisons)
 
 
-def compose(name: str, *overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return hydra_compose(name, overrides=list(overrides))
-
-
 def test_configs_compose_with_either_constitution(tmp_path):
     cfg = compose("pipeline", "pipeline=sft_rlaif_dpo", "constitution@rlaif.constitution=anthropic_rl")
     assert list(cfg.pipeline.stages) == ["sft", "rlaif", "dpo"] and cfg.rlaif.constitution.name == "anthropic_rl"
     assert Constitution.from_config(compose("rlaif").constitution) == Constitution.load(DEFAULT)
     if ANTHROPIC.exists():
         assert len(Constitution.from_config(cfg.rlaif.constitution)) == 16
-
-
-def rlaif_recipe():
-    spec = importlib.util.spec_from_file_location("rlaif_recipe", REPO / "recipes" / "rlaif.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_recipe_audits_the_judge_only_on_human_pairs(tmp_path, labeler, caplog):
-    prompts_only = tmp_path / "prompts.jsonl"
-    prompts_only.write_text("".join(json.dumps({"prompt": f"Question {i}?"}) + "\n" for i in range(6)))
-    cfg = compose("rlaif", "model=tiny", "data=local", f"data.path={prompts_only}")
-    with caplog.at_level(logging.WARNING):
-        assert rlaif_recipe().audit(cfg, labeler) is None
-    assert "Judge not audited: the data has no usable human preference pairs" in caplog.text
-    assert rlaif_recipe().audit(compose("rlaif", "model=tiny", "audit_pairs=0"), labeler) is None
-    audit = rlaif_recipe().audit(compose("rlaif", "model=tiny", "audit_pairs=5"), labeler)
-    assert audit["pairs"] == 5 and audit["judge"] == labeler.name and len(audit["calibration"]) == 4
-
-
-def test_recipe_fails_on_a_bad_constitution_before_loading_models(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("principles: [unclosed\n")
-    with pytest.raises(ConstitutionError, match=f"{bad}: not valid YAML"):  # a user error: exit 2, no traceback
-        rlaif_recipe().run(compose("rlaif", "model=tiny", f"constitution.path={bad}"), tmp_path)
-    assert not (tmp_path / "rlaif").exists()
 
 
 # ---- the embedded judge on real human labels ----

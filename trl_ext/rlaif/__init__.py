@@ -2,9 +2,10 @@
 
 from trl_ext.rlaif.audit import audit_judge, human_agreement, plot_calibration, report_section
 from trl_ext.rlaif.constitution import Constitution, ConstitutionError, Principle
-from trl_ext.rlaif.labeler import ConstitutionalLabeler, PairLabel
+from trl_ext.rlaif.labeler import ConstitutionalLabeler
 from trl_ext.rlaif.preferences import label_responses, save_rows
 from trl_ext.rlaif.prompts import fence, judge_prompt
+from trl_ext.rlaif.verdicts import PairLabel
 
 __all__ = [
     "Constitution",

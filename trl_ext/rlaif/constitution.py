@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from trl_ext.errors import ConfigError
+from trl_ext.exceptions import ConfigError
 
 PRINCIPLE_KEYS = {"id", "text", "weight"}
 
