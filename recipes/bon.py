@@ -1,73 +1,20 @@
-"""Best-of-N: prompts -> N samples each from the policy -> scored by a reward model -> best responses, preference
-pairs and the reward-versus-KL picture. Under `accelerate launch` the prompts are sharded across processes and the
-results gathered in their original order.
+"""Best-of-N: N samples per prompt from the policy, scored by a reward model -> best responses, preference pairs and
+the reward-versus-KL picture (`trl_ext.stages.bon`; prompts sharded across processes under `accelerate launch`).
 
     python recipes/bon.py reward_model=outputs/reward/smollm2_demo/reward [sampling.n=16] [max_prompts=32]
 """
 
-import json
-from pathlib import Path
-
 import hydra
-from accelerate.utils import gather_object
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from trl_ext.data import load_prompts
-from trl_ext.distributed import full_weights, process_state
-from trl_ext.errors import report_user_errors
-from trl_ext.models import load_policy, load_reward_model, load_tokenizer, model_path
-from trl_ext.rewards import RewardModelScorer
-from trl_ext.sampling import BestOfNSampler, best_of_n_curve, plot_best_of_n, preference_pairs
-from trl_ext.stages import Stage
-from trl_ext.training import node_kwargs, to_dict
-
-
-def run(cfg: DictConfig, run_dir: str | Path, name: str = "bon") -> Path:
-    stage = Stage(run_dir, name, cfg, force=cfg.get("force", False))
-    if stage.is_complete:
-        return stage.output
-    state = process_state()
-    path = model_path(cfg.model)
-    tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code)
-    prompts = list(load_prompts(**node_kwargs(cfg.data))[0]["train"]["prompt"])[: cfg.max_prompts]
-    rm_tokenizer = load_tokenizer(cfg.reward_model)
-    sampling = to_dict(cfg.sampling)
-    with full_weights():  # each process samples its own prompts with a whole copy (also after a ZeRO-3 stage)
-        policy, reward_model = load_policy(path, tokenizer), load_reward_model(cfg.reward_model, rm_tokenizer)
-    sampler = BestOfNSampler(
-        policy.to(state.device),
-        tokenizer,
-        RewardModelScorer(reward_model.to(state.device), rm_tokenizer),
-        generation_kwargs=sampling.pop("generation"),
-        **sampling,
-    )
-    with state.split_between_processes(prompts) as shard:  # contiguous shards: gathering keeps the order
-        results = gather_object(sampler(shard))
-    pairs, skipped = preference_pairs(results, **to_dict(cfg.pairs))
-    curve = best_of_n_curve(results)
-    metrics = {
-        "prompts": len(results),
-        "n": cfg.sampling.n,
-        "pairs": len(pairs),
-        "prompts_without_pair": skipped,
-        "mean_score": sum(sum(r.scores) / len(r.scores) for r in results) / len(results),
-        "mean_best_score": sum(r.best_score for r in results) / len(results),
-        "curve": curve,
-    }
-    with stage.publish(metrics) as out:
-        if state.is_main_process:
-            for file, rows in (("best.jsonl", [r.to_dict() for r in results]), ("pairs.jsonl", pairs)):
-                (out / file).write_text("".join(json.dumps(row) + "\n" for row in rows))
-            (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-            plot_best_of_n(curve, out / "bon_curve.png")
-    return stage.output
+from trl_ext.cli import report_user_errors, run_dir
+from trl_ext.stages import bon
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="bon")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
-    print(f"Best-of-N outputs: {run(cfg, HydraConfig.get().runtime.output_dir)}")
+    print(f"Best-of-N outputs: {bon.run(cfg, run_dir()).path}")
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def worker(name: str, pairs: int, batch: int, max_length: int) -> dict:
 
         from trl_ext._compat import DPOConfig
         from trl_ext.dpo import LeanDPOTrainer
-        from trl_ext.training import peft_config, trainer_config
+        from trl_ext.config import peft_config, trainer_config
 
         overrides = [f"peft={'lora' if lora else 'none'}"]  # ablations: ours_lora_fp32, ours_full_nochunk, ...
         overrides += ["trainer.bf16=false"] if "_fp32" in name else []

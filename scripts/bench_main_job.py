@@ -19,6 +19,8 @@ import torch
 import transformers
 import trl
 
+from trl_ext.stages.evaluation import log_history
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -45,7 +47,7 @@ def main(overrides: list[str]) -> None:
     ]
     dpo_s = timed(dpo_cmd)
     peak_gib = json.loads((work / "dpo" / "dpo" / "metrics.json").read_text())["peak_rss_gib"]  # the process's own
-    history = json.loads((work / "dpo" / "dpo" / "log_history.json").read_text())
+    history = log_history(work / "dpo" / "dpo")
     tokens = max(h.get("num_tokens", 0) for h in history)
     runtime = next(h["train_runtime"] for h in history if "train_runtime" in h)
 

@@ -57,3 +57,12 @@ def run_cmd(args: list[str], cwd: Path = REPO, timeout: int = 600, env: dict | N
 
 def recipe(name: str, *overrides: str, **kw):
     return run_cmd([sys.executable, f"recipes/{name}.py", *overrides], **kw)
+
+
+def compose(name: str, *overrides: str, hydra: bool = False):
+    """The real config `conf/<name>.yaml` composed with `overrides`, as Hydra would for the recipe."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return hydra_compose(name, overrides=list(overrides), return_hydra_config=hydra)

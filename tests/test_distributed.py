@@ -18,6 +18,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from tests.conftest import REPO, run_cmd
+from trl_ext.stages.evaluation import log_history
 
 ZERO3 = "conf/accelerate/zero3_cpu.yaml"
 COMPARABLE = [
@@ -50,7 +51,7 @@ def run_pair(tmp_path: Path, recipe: str, *overrides: str) -> dict[str, Path]:
 
 def history(run_dir: Path, stage: str, key: str = "loss") -> list[dict]:
     """The stage's per-step log entries (those with `key`)."""
-    return [h for h in json.loads((run_dir / stage / "log_history.json").read_text()) if key in h]
+    return [h for h in log_history(run_dir / stage) if key in h]
 
 
 def assert_one_run_folder(base: Path, recipe: str, stage: str) -> Path:

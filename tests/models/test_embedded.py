@@ -1,13 +1,12 @@
 """The real embedded SmolLM2-135M-Instruct: loads, chats, and trains two DPO steps (slow)."""
 
-import json
-
 import pytest
 import torch
 
 from tests.conftest import recipe
 from trl_ext.eval import generate
 from trl_ext.models import load_policy, load_tokenizer, resolve_model_path
+from trl_ext.stages.evaluation import log_history
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +40,7 @@ def test_two_dpo_steps_on_smollm2(smollm2_path, tmp_path):
         "data.max_rows=24",
         f"hydra.run.dir={tmp_path}",
     )
-    history = json.loads((tmp_path / "dpo" / "log_history.json").read_text())
+    history = log_history(tmp_path / "dpo")
     losses = [h["loss"] for h in history if "loss" in h]
     assert len(losses) == 2 and all(0 < loss < 2 for loss in losses)
     load_policy(str(tmp_path / "dpo"))

@@ -72,12 +72,21 @@ def test_fill_precision_respects_user_choices():
     assert fill_precision({"use_cpu": True, "bf16": False}) == {"use_cpu": True, "bf16": False}
 
 
-def test_package_exports_and_wheel_contents():
-    import setuptools
+def test_package_exports_and_wheel_contents(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
 
     import trl_ext
+    from tests.conftest import REPO
 
     for name in trl_ext.__all__:  # each lazy export resolves to a real object
         assert getattr(trl_ext, name) is not None, name
-    # a non-editable install ships the top-level package and its modules (dpo.py, kl.py, ...), not only subpackages
-    assert "trl_ext" in setuptools.find_packages(include=["trl_ext*"])
+    # a non-editable install ships every module, top-level ones (dpo.py, kl.py) and the shipped data included
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)]
+    subprocess.run([*build, str(REPO)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("trl_ext-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    modules = {str(p.relative_to(REPO)) for p in (REPO / "trl_ext").rglob("*.py")}
+    assert modules <= shipped, sorted(modules - shipped)
+    assert "trl_ext/data/demo/preferences.jsonl" in shipped

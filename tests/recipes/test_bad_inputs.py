@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tests.conftest import REPO
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
+
+from tests.conftest import REPO
 
 BAD = Path(__file__).parents[1] / "data" / "bad"
 CASES = yaml.safe_load((BAD / "cases.yaml").read_text())
@@ -50,9 +51,9 @@ def test_bad_override_gives_a_clear_error(case, tmp_path, tiny_path, tiny_tokeni
     from datasets import Dataset
 
     from trl_ext._compat import DPOConfig
+    from trl_ext.config import trainer_config
     from trl_ext.dpo import LeanDPOTrainer
     from trl_ext.models import load_policy
-    from trl_ext.training import trainer_config
 
     with pytest.raises((HydraException, OmegaConfBaseException, ValueError)) as caught:
         with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
@@ -71,7 +72,7 @@ def test_bad_override_gives_a_clear_error(case, tmp_path, tiny_path, tiny_tokeni
 
 @pytest.mark.parametrize(("code", "words"), [(28, "the disk is full"), (13, "permission denied")])
 def test_full_disk_or_permission_error_names_the_path(code, words, capsys):
-    from trl_ext.errors import report_user_errors
+    from trl_ext.cli import report_user_errors
 
     @report_user_errors
     def main():

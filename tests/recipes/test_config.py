@@ -3,21 +3,19 @@
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from tests.conftest import REPO
+from tests.conftest import REPO, compose
 from trl_ext._compat import DPOConfig, RewardConfig, SFTConfig
-from trl_ext.errors import ConfigError
-from trl_ext.training import peft_config, trainer_config
+from trl_ext.config import peft_config, trainer_config
+from trl_ext.exceptions import ConfigError
 
 PRIMARY = ["sft", "reward", "dpo", "eval", "pipeline", "rlaif", "ppo", "bon"]
 TRL_CONFIGS = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig}
 
 
 def make(name: str, *overrides: str):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return compose(name, overrides=list(overrides), return_hydra_config=True)
+    return compose(name, *overrides, hydra=True)
 
 
 @pytest.mark.parametrize("name", PRIMARY)
@@ -72,5 +70,29 @@ def test_peft_groups():
     assert "score" in peft_config(make("reward").peft, task_type="SEQ_CLS").modules_to_save
 
 
-def test_accelerate_cpu_config_exists():
-    assert OmegaConf.load(Path(REPO, "conf/accelerate/cpu.yaml")).use_cpu is True
+@pytest.mark.parametrize("path", sorted(Path(REPO, "conf/accelerate").glob("*.yaml")), ids=lambda p: p.stem)
+def test_launcher_configs_are_valid_accelerate_configs(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    launcher = load_config_from_file(str(path))  # accelerate's own parser: unknown keys or values raise
+    assert launcher.use_cpu == path.stem.endswith("cpu")  # the *_cpu configs, and only they, run without CUDA
+    if launcher.distributed_type == "DEEPSPEED":
+        ds = launcher.deepspeed_config
+        assert ds.get("zero_stage") in (2, 3) or Path(REPO, ds.get("deepspeed_config_file", "")).exists()
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in Path(REPO, "conf/experiment").glob("*.yaml")))
+def test_experiment_files_compose_into_their_own_run_folder(experiment):
+    cfg = make("pipeline", f"+experiment={experiment}")
+    OmegaConf.resolve(cfg)
+    assert cfg.data.name == "hh_rlhf" and cfg.hydra.run.dir.endswith(experiment)
+    assert make("pipeline", f"+experiment={experiment}", "dpo.trainer.beta=0.3").dpo.trainer.beta == 0.3
+
+
+@pytest.mark.parametrize("name", PRIMARY)
+def test_debug_group_shrinks_every_recipe(name):
+    cfg = make(name, "+debug=default")
+    assert cfg.model.name == "tiny"
+    stages = [cfg.trainer] if "trainer" in make(name) else [cfg[s].trainer for s in ("sft", "reward", "dpo", "ppo")]
+    assert all(t.max_steps == 2 for t in stages) or name in ("eval", "bon", "rlaif")
+    assert make(name, "+debug=default", "model=smollm2").model.name == "smollm2"  # the command line still wins

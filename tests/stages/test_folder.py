@@ -51,9 +51,10 @@ def test_atomic_dir(tmp_path):
 def test_resume_passes_over_a_checkpoint_cut_short(tmp_path):
     stage = Stage(tmp_path, "dpo", OmegaConf.create({"a": 1}))
     assert stage.last_checkpoint() is None
-    for step, marker in ((2, "trainer_state.json"), (10, "ppo_state.json"), (12, None)):  # 12: killed mid-save
+    for step, marker in ((2, "trainer_state.json"), (10, "other_state.json"), (12, None)):  # 12: killed mid-save
         folder = stage.work / f"checkpoint-{step}"
         folder.mkdir(parents=True)
         if marker:
             (folder / marker).write_text("{}")
-    assert stage.last_checkpoint() == str(stage.work / "checkpoint-10")
+    assert stage.last_checkpoint() == str(stage.work / "checkpoint-2")  # transformers' marker by default
+    assert stage.last_checkpoint("other_state.json") == str(stage.work / "checkpoint-10")  # a trainer's own marker

@@ -23,16 +23,13 @@ from datasets import Dataset, DatasetDict
 
 from trl_ext.data.demo import DEMO_PATH
 from trl_ext.data.formats import RowProblem, to_conversational, to_prompt
+from trl_ext.exceptions import DataError
 
 logger = logging.getLogger(__name__)
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 MAX_LISTED_PROBLEMS = 20
 MAX_ROW_CHARS = 1_000_000  # about 250k tokens: beyond any max_length, and a sign of a broken export
-
-
-class DataError(ValueError):
-    """Data that cannot be used, with every problem located (file and row)."""
 
 
 @dataclass

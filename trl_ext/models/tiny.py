@@ -13,7 +13,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from trl_ext.models.loading import cache_dir
+from trl_ext.utils.cache import cache_dir
 from trl_ext.utils.io import atomic_dir
 
 CHATML_TEMPLATE = (

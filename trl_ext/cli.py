@@ -1,4 +1,5 @@
-"""Errors a user can act on, reported as one clear message instead of a traceback."""
+"""What the recipes' entry points share: errors a user can act on reported as one clear message instead of a
+traceback, and the run folder Hydra chose."""
 
 from __future__ import annotations
 
@@ -10,20 +11,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from trl_ext.data.loading import DataError
 from trl_ext.distributed import rank_label
-from trl_ext.guards import NonFiniteError
-from trl_ext.stages import StageConfigMismatch
+from trl_ext.exceptions import USER_ERRORS
 
 logger = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot work (a misspelled TRL field, an unknown stage), named precisely."""
-
-
-USER_ERRORS: tuple[type[BaseException], ...] = (DataError, StageConfigMismatch, ConfigError, NonFiniteError)
-
 
 STORAGE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted"}
 STORAGE_ERRNOS |= {errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "read-only"}
@@ -60,3 +51,10 @@ def report_user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(2)
 
     return record(wrapper)
+
+
+def run_dir() -> str:
+    """The run folder Hydra decided for this job (conf/base.yaml: from the config, the same on every rank)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir

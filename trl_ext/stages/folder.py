@@ -14,21 +14,19 @@ import json
 import logging
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from trl_ext.distributed import process_state
+from trl_ext.exceptions import StageConfigMismatch
+from trl_ext.utils.io import atomic_dir
 
 logger = logging.getLogger(__name__)
 MANIFEST = "stage.json"
-CHECKPOINT_MARKERS = ("trainer_state.json", "ppo_state.json")  # written last by transformers' Trainer / our PPO
-
-
-class StageConfigMismatch(RuntimeError):
-    """A complete output exists but was produced by a different configuration."""
+TRAINER_STATE_NAME = "trainer_state.json"  # what transformers' Trainer writes last in a checkpoint
 
 
 def config_hash(cfg: DictConfig | dict) -> str:
@@ -88,44 +86,38 @@ class Stage:
             shutil.rmtree(self.work, ignore_errors=True)
         self.state.wait_for_everyone()
 
-    def last_checkpoint(self) -> str | None:
+    def last_checkpoint(self, marker: str = TRAINER_STATE_NAME) -> str | None:
         """The newest complete `checkpoint-N` in the work folder, for `trainer.train(resume_from_checkpoint=...)`.
 
-        Complete = holding the state file its trainer writes last (transformers: trainer_state.json; our PPO:
-        ppo_state.json), so a checkpoint cut short by a crash is passed over for the one before it.
+        Complete = holding `marker`, the file its trainer writes last (transformers' Trainer and our PPOTrainer:
+        trainer_state.json), so a checkpoint cut short by a crash is passed over for the one before it.
         """
         if not self.work.is_dir():
             return None
-        complete = [c for c in self.work.glob("checkpoint-*") if any((c / f).exists() for f in CHECKPOINT_MARKERS)]
-        if len(complete) < len(list(self.work.glob("checkpoint-*"))):
+        folders = list(self.work.glob("checkpoint-*"))
+        complete = [c for c in folders if (c / marker).exists()]
+        if len(complete) < len(folders):
             logger.warning("Passing over incomplete checkpoint(s) in %s (a crash during a save)", self.work)
         return str(max(complete, key=lambda c: int(c.name.split("-")[-1]))) if complete else None
 
     @contextmanager
     def publish(self, metrics: dict[str, Any] | None = None) -> Iterator[Path]:
-        """Yield the partial folder (same path on every rank, so collective saves work); rename it when done."""
-        if self.state.is_main_process:
-            shutil.rmtree(self.partial, ignore_errors=True)
-            self.partial.mkdir(parents=True)
-        self.state.wait_for_everyone()
-        try:
-            yield self.partial
-        except BaseException:
-            if self.state.is_main_process:
-                shutil.rmtree(self.partial, ignore_errors=True)
-            raise
-        self.state.wait_for_everyone()
-        if self.state.is_main_process:
-            OmegaConf.save(OmegaConf.create(self.cfg), self.partial / "config.yaml")
-            manifest = {
-                "stage": self.name,
-                "config_hash": config_hash(self.cfg),
-                "config": self.cfg,
-                "completed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "metrics": metrics or {},
-            }
-            (self.partial / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-            if self.output.exists():  # forced rerun: replace the old output only now that the new one is complete
-                shutil.rmtree(self.output)
-            self.partial.rename(self.output)
+        """Yield the partial folder (the same path on every rank, so collective saves work); when the block is done,
+        write the manifest and rename the folder to the output (`atomic_dir`, on the main process)."""
+        main = self.state.is_main_process
+        folder = atomic_dir(self.output, replace=True, staging=self.partial) if main else nullcontext(self.partial)
+        with folder as out:
+            self.state.wait_for_everyone()
+            yield out
+            self.state.wait_for_everyone()
+            if main:
+                OmegaConf.save(OmegaConf.create(self.cfg), out / "config.yaml")
+                manifest = {
+                    "stage": self.name,
+                    "config_hash": config_hash(self.cfg),
+                    "config": self.cfg,
+                    "completed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    "metrics": metrics or {},
+                }
+                (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
         self.state.wait_for_everyone()

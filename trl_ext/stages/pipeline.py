@@ -1,0 +1,68 @@
+"""A pipeline: stages chained in one run folder, each starting from the latest policy and taking what it needs from
+the stages before it (see `StageSpec`), then the evaluation of every model made."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from trl_ext.config import to_dict
+from trl_ext.exceptions import ConfigError
+from trl_ext.rlaif import report_section
+from trl_ext.stages import evaluation
+from trl_ext.stages.lifecycle import PAIRS, POLICY, REWARD_MODEL, StageOutput
+from trl_ext.stages.registry import STAGES, StageSpec
+
+
+def stage_config(cfg: DictConfig, stage: str, model: dict, latest: dict[str, StageOutput]) -> DictConfig:
+    """What one stage sees: the shared model/data/peft/seed and its own node (`<stage>.trainer`, or the best-of-N
+    settings), plus what its spec takes from the latest outputs."""
+    spec: StageSpec = STAGES[stage]
+    if stage not in cfg:
+        raise ConfigError(
+            f"pipeline.stages: this pipeline config has no {stage} settings (the rlaif stage's come with "
+            "pipeline=sft_rlaif_dpo)"
+        )
+    node: dict[str, Any] = {
+        "model": model,
+        "data": to_dict(cfg.data),
+        "peft": to_dict(cfg.peft),
+        "seed": cfg.seed,
+        "force": cfg.get("force", False),
+        **to_dict(cfg[stage]),
+    }
+    if spec.needs_reward_model:
+        if REWARD_MODEL not in latest:
+            raise ConfigError(f"pipeline.stages: the {stage} stage needs a reward stage before it")
+        node["reward_model"] = str(latest[REWARD_MODEL].path)
+    if spec.judge_is_start_model and not node["judge"].get("source"):
+        node["judge"] = to_dict(cfg.model)  # the starting model judges, not the policy being trained
+    if spec.trains_on_pairs and PAIRS in latest:
+        pairs = latest[PAIRS]
+        source = {"name": f"{pairs.name}_pairs", "path": str(pairs.pairs_file), "format": "conversational"}
+        node["data"] = {**node["data"], **source, "on_invalid": "error", "max_rows": None}
+    return OmegaConf.create(node)
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> Path:
+    """Run `cfg.pipeline.stages` in order (complete ones are skipped), then evaluate; return the report's path."""
+    unknown = [s for s in cfg.pipeline.stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"pipeline.stages: unknown stage {unknown[0]!r}; known: {sorted(STAGES)}")
+    model, latest, done = to_dict(cfg.model), {}, []
+    for stage in cfg.pipeline.stages:
+        repeats = sum(s == stage for s, _ in done)
+        name = f"{stage}_{repeats + 1}" if repeats else stage
+        out = STAGES[stage].run(stage_config(cfg, stage, model, latest), run_dir, name)
+        done.append((stage, out))
+        latest[out.makes] = out
+        if out.makes == POLICY:
+            model = {**model, "source": "pretrained", "path": str(out.path)}
+    title = (
+        f"Pipeline {cfg.pipeline.name}: {' -> '.join(cfg.pipeline.stages)} on {cfg.model.name}, data {cfg.data.name}"
+    )
+    models = {out.name: out.path for _, out in done if out.makes != PAIRS}
+    judged = [line for stage, out in done if stage == "rlaif" for line in report_section(out.path)]
+    return evaluation.run(cfg, run_dir, models, title=title, sections=judged)

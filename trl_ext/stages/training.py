@@ -1,0 +1,100 @@
+"""Training stages (SFT, reward model, DPO, PPO): the stage's model, tokenizer and data, a trainer, training that
+resumes from the last complete checkpoint and stops at a non-finite gradient, and a published Hugging Face folder
+(model + tokenizer, LoRA merged) with its trainer state, metrics and data report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from transformers import Trainer, set_seed
+
+from trl_ext.config import node_kwargs, to_dict
+from trl_ext.data import load_preferences, load_prompts
+from trl_ext.distributed import gathered_parameters, share_across_processes
+from trl_ext.exceptions import ConfigError
+from trl_ext.guards import guard_non_finite
+from trl_ext.models import load_tokenizer, model_path
+from trl_ext.stages.folder import TRAINER_STATE_NAME, Stage
+from trl_ext.stages.lifecycle import POLICY, StageOutput, run_stage, write_json
+
+logger = logging.getLogger(__name__)
+BuildTrainer = Callable[[DictConfig, str, Any, Any, Path], Any]  # (cfg, model path, tokenizer, data, work dir)
+
+
+def train_stage(
+    cfg: DictConfig,
+    run_dir: str | Path,
+    name: str,
+    build_trainer: BuildTrainer,
+    makes: str = POLICY,
+    prompts_only: bool = False,
+) -> StageOutput:
+    """A training stage: load the model path, tokenizer and data (preference pairs, or only their prompts), build the
+    trainer with `build_trainer(cfg, path, tokenizer, data, work_dir)`, train, publish."""
+
+    def work(stage: Stage):
+        if to_dict(cfg.get("peft")) and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+            raise ConfigError(
+                "peft: LoRA stages are saved merged, which is verified under DeepSpeed, not FSDP: launch "
+                "with conf/accelerate/zero3.yaml (or zero2.yaml), or train in full with peft=none"
+            )
+        path = model_path(cfg.model)
+        tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code)
+        data, report = (load_prompts if prompts_only else load_preferences)(**node_kwargs(cfg.data))
+        data = share_across_processes(data, stage.work / "data")
+        set_seed(cfg.seed)  # fresh weights (a reward model's score head) from the seed, whatever the process layout
+        trainer = build_trainer(cfg, path, tokenizer, data, stage.work)
+        metrics = train(stage, trainer)
+
+        def write(out: Path) -> None:
+            save_model(trainer, out)
+            if trainer.accelerator.is_main_process:
+                trainer.state.save_to_json(str(out / TRAINER_STATE_NAME))  # the log history is in it
+                write_json(out, {"metrics.json": metrics, "data_report.json": report.to_dict()})
+
+        return metrics, write
+
+    return run_stage(cfg, run_dir, name, makes, work)
+
+
+def train(stage: Stage, trainer) -> dict[str, Any]:
+    """Train (resuming from the stage's last complete checkpoint; stopping at a non-finite gradient before it reaches
+    the weights), evaluate when there is an eval set; the metrics, with this process's peak memory."""
+    checkpoint = stage.last_checkpoint(getattr(trainer, "checkpoint_marker", TRAINER_STATE_NAME))
+    if checkpoint:
+        logger.info("Resuming stage %s from %s", stage.name, checkpoint)
+    if isinstance(trainer, Trainer):  # our PPOTrainer guards its own losses
+        guard_non_finite(trainer)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    train_metrics = getattr(result, "metrics", result)
+    eval_metrics = trainer.evaluate() if getattr(trainer, "eval_dataset", None) is not None else {}
+    # peak resident memory of this process so far (Linux reports KiB): the stage's own when it runs alone
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return {**train_metrics, **eval_metrics, "peak_rss_gib": round(peak_gib, 3)}
+
+
+def save_model(trainer, out_dir: Path) -> None:
+    """Save the trained model as a plain HF folder (LoRA merged into the weights, in place: nothing uses the trainer
+    after its stage is saved, and a merged copy would double the memory) plus its tokenizer.
+
+    Every rank must call this (collective under DeepSpeed); only the main process writes. Trainers that are not
+    transformers `Trainer`s (our PPOTrainer) save themselves the same way.
+    """
+    if not isinstance(trainer, Trainer):
+        trainer.save_model(out_dir)
+        return
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):  # a peft model: hand the next stage a full model it can load directly
+        with gathered_parameters(model, trainer.accelerator):  # ZeRO-3: whole weights for the main process
+            if trainer.accelerator.is_main_process:
+                model.merge_and_unload().save_pretrained(out_dir)
+    else:
+        trainer.save_model(str(out_dir))
+    if trainer.accelerator.is_main_process:
+        trainer.processing_class.save_pretrained(out_dir)
