@@ -129,7 +129,7 @@ def worker_ours(model_dir: str, updates: int, lora: bool) -> dict:
         response_length=SETTINGS["response_length"],
         learning_rate=SETTINGS["lr"],
         temperature=0.7,
-        save_steps=0,
+        save_strategy="no",
         sample_every=0,
         max_steps=updates,
         seed=SETTINGS["seed"],

@@ -122,7 +122,8 @@ def generation_config(args: PPOConfig, tokenizer: PreTrainedTokenizerBase) -> Ge
 
 @dataclass
 class ExperienceMaker:
-    """generate -> mask -> values -> reference log-probs -> KL -> scores -> per-token rewards -> GAE.
+    """generate -> mask -> log-probs -> reference log-probs -> KL -> scores (`sample`, what evaluation uses too),
+    then values -> per-token rewards -> GAE (`__call__`).
 
     `chunked`: reference log-probs from the hidden states through the chunked head (see `response_logprobs`).
     """

@@ -167,6 +167,8 @@ class PPOTrainer:
         tok = processing_class
         if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
             raise ValueError("PPO needs a pad token distinct from EOS (masks are built from it): see ensure_pad_token")
+        if reward_model is None and not reward_funcs:
+            raise ValueError("PPOTrainer needs a reward_model or at least one reward function")
         if args.eval_strategy != "no" and eval_dataset is None:
             raise ConfigError(f"eval_strategy={args.eval_strategy.value!r} needs an eval_dataset")
         hf_logging.set_verbosity(args.get_process_log_level())
@@ -207,8 +209,6 @@ class PPOTrainer:
         elif roles.reward_model is not None:
             prepared = self._prepare_frozen(roles.reward_model)
             self.reward_funcs.insert(0, RewardModelScorer(prepared, reward_processing_class or tok))
-        if not self.reward_funcs:
-            raise ValueError("PPOTrainer needs a reward_model or at least one reward function")
         self.kl_ctl = make_kl_controller(args.kl_coef, args.kl_target, args.kl_horizon)
         self.counts = PromptCounts()
         for stateful in (self.kl_ctl, self.counts):
