@@ -180,8 +180,8 @@ def worker_dpo(model_dir: str, updates: int, lora: bool, lean: bool) -> dict:
         from hydra import compose, initialize_config_dir
 
         from trl_ext._compat import DPOConfig
+        from trl_ext.config import trainer_config
         from trl_ext.dpo import LeanDPOTrainer
-        from trl_ext.training import trainer_config
 
         with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
             cfg = compose("dpo")
