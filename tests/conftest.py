@@ -66,3 +66,9 @@ def compose(name: str, *overrides: str, hydra: bool = False):
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         return hydra_compose(name, overrides=list(overrides), return_hydra_config=hydra)
+
+
+def cpu_args(tmp_path, **overrides) -> dict:
+    """The keyword arguments every trainer config in the tests shares: output in tmp_path, CPU, float32, no
+    integrations, plus `overrides`."""
+    return {"output_dir": str(tmp_path), "use_cpu": True, "bf16": False, "report_to": "none", **overrides}

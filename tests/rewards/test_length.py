@@ -5,6 +5,7 @@ import random
 import pytest
 import torch
 
+from tests.conftest import cpu_args
 from trl_ext.rewards import LengthControlledReward
 
 
@@ -82,16 +83,9 @@ def test_grpo_trainer_runs_with_a_length_controlled_reward(tmp_path, tiny_path, 
     reward = LengthControlledReward(letter_e, mode="linear", alpha=0.001, tokenizer=tiny_tokenizer)
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": f"Say something {i}"}]} for i in range(8)])
     args = GRPOConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        max_steps=2,
-        per_device_train_batch_size=4,
+        **cpu_args(tmp_path, max_steps=2, per_device_train_batch_size=4, save_strategy="no", logging_steps=1),
         num_generations=2,
         max_completion_length=8,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
     )
     trainer = GRPOTrainer(
         model=load_policy(tiny_path, tiny_tokenizer),
@@ -130,14 +124,9 @@ def test_plugs_into_our_ppo_and_best_of_n(tmp_path, tiny_path, tiny_model, tiny_
     assert results[0].scores == pytest.approx(expected(texts))
     seen.clear()
     args = PPOConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        per_device_train_batch_size=4,
-        max_steps=1,
+        **cpu_args(tmp_path, max_steps=1, per_device_train_batch_size=4, save_strategy="no"),
         response_length=6,
         temperature=1.0,
-        save_steps=0,
         sample_every=0,
     )
     prompts = Dataset.from_list([{"prompt": "Say something."}] * 4)

@@ -131,9 +131,17 @@ def _sync_pad(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None)
     return model
 
 
-def _load_model(
-    auto_class, path: str, tokenizer, dtype, trust_remote_code: bool, revision: str | None, **extra
+def load_model(
+    auto_class,
+    path: str,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    dtype: torch.dtype | str | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    **extra,
 ) -> PreTrainedModel:
+    """`auto_class.from_pretrained(path)` in bf16 on capable GPUs and float32 elsewhere, safetensors only, with the
+    tokenizer's pad id; `extra` goes to `from_pretrained`. `load_policy` and `load_reward_model` are its two uses."""
     model = _from_pretrained(
         auto_class,
         path,
@@ -146,25 +154,11 @@ def _load_model(
     return _sync_pad(model, tokenizer)
 
 
-def load_policy(
-    path: str,
-    tokenizer: PreTrainedTokenizerBase | None = None,
-    dtype: torch.dtype | str | None = None,
-    trust_remote_code: bool = False,
-    revision: str | None = None,
-) -> PreTrainedModel:
-    """A causal LM from a folder or hub id, in bf16 on capable GPUs and float32 elsewhere, safetensors only."""
-    return _load_model(AutoModelForCausalLM, path, tokenizer, dtype, trust_remote_code, revision)
+def load_policy(path: str, tokenizer: PreTrainedTokenizerBase | None = None, **kwargs) -> PreTrainedModel:
+    """A causal LM from a folder or hub id (`load_model`'s options: dtype, trust_remote_code, revision)."""
+    return load_model(AutoModelForCausalLM, path, tokenizer, **kwargs)
 
 
-def load_reward_model(
-    path: str,
-    tokenizer: PreTrainedTokenizerBase | None = None,
-    dtype: torch.dtype | str | None = None,
-    trust_remote_code: bool = False,
-    revision: str | None = None,
-) -> PreTrainedModel:
+def load_reward_model(path: str, tokenizer: PreTrainedTokenizerBase | None = None, **kwargs) -> PreTrainedModel:
     """A reward model: `AutoModelForSequenceClassification` with one label (a fresh score head on a causal LM)."""
-    return _load_model(
-        AutoModelForSequenceClassification, path, tokenizer, dtype, trust_remote_code, revision, num_labels=1
-    )
+    return load_model(AutoModelForSequenceClassification, path, tokenizer, num_labels=1, **kwargs)

@@ -8,21 +8,14 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from trl_ext._compat import RewardConfig, RewardTrainer
-from trl_ext.config import peft_config, trainer_config
 from trl_ext.models import load_reward_model
 from trl_ext.stages.lifecycle import REWARD_MODEL, StageOutput
-from trl_ext.stages.training import train_stage
+from trl_ext.stages.training import train_stage, trl_trainer
 
 
 def build_trainer(cfg: DictConfig, path: str, tokenizer, data, work_dir: Path) -> RewardTrainer:
-    return RewardTrainer(
-        model=load_reward_model(path, tokenizer, trust_remote_code=cfg.model.trust_remote_code),
-        args=trainer_config(RewardConfig, cfg.trainer, work_dir),
-        train_dataset=data["train"],
-        eval_dataset=data["eval"],
-        processing_class=tokenizer,
-        peft_config=peft_config(cfg.peft, task_type="SEQ_CLS"),
-    )
+    model = load_reward_model(path, tokenizer, trust_remote_code=cfg.model.trust_remote_code)
+    return trl_trainer(RewardTrainer, RewardConfig, cfg, model, tokenizer, data, work_dir, task_type="SEQ_CLS")
 
 
 def run(cfg: DictConfig, run_dir: str | Path, name: str = "reward") -> StageOutput:

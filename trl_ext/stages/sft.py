@@ -7,22 +7,16 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from trl_ext._compat import SFTConfig, SFTTrainer
-from trl_ext.config import peft_config, trainer_config
 from trl_ext.data import chosen_as_completions
 from trl_ext.models import load_policy
 from trl_ext.stages.lifecycle import POLICY, StageOutput
-from trl_ext.stages.training import train_stage
+from trl_ext.stages.training import train_stage, trl_trainer
 
 
 def build_trainer(cfg: DictConfig, path: str, tokenizer, data, work_dir: Path) -> SFTTrainer:
-    return SFTTrainer(
-        model=load_policy(path, tokenizer, trust_remote_code=cfg.model.trust_remote_code),
-        args=trainer_config(SFTConfig, cfg.trainer, work_dir),
-        train_dataset=chosen_as_completions(data["train"]),
-        eval_dataset=chosen_as_completions(data["eval"]),
-        processing_class=tokenizer,
-        peft_config=peft_config(cfg.peft),
-    )
+    model = load_policy(path, tokenizer, trust_remote_code=cfg.model.trust_remote_code)
+    completions = {split: chosen_as_completions(rows) for split, rows in data.items()}
+    return trl_trainer(SFTTrainer, SFTConfig, cfg, model, tokenizer, completions, work_dir)
 
 
 def run(cfg: DictConfig, run_dir: str | Path, name: str = "sft") -> StageOutput:

@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig
 from transformers import Trainer, set_seed
 
-from trl_ext.config import node_kwargs, to_dict
+from trl_ext.config import node_kwargs, peft_config, to_dict, trainer_config
 from trl_ext.data import load_preferences, load_prompts
 from trl_ext.distributed import gathered_parameters, share_across_processes
 from trl_ext.exceptions import ConfigError
@@ -98,3 +98,27 @@ def save_model(trainer, out_dir: Path) -> None:
         trainer.save_model(str(out_dir))
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(out_dir)
+
+
+def trl_trainer(
+    trainer_cls,
+    config_cls,
+    cfg: DictConfig,
+    model,
+    tokenizer,
+    data,
+    work_dir: Path,
+    task_type: str = "CAUSAL_LM",
+    **extra,
+):
+    """A TRL trainer (SFT, reward, DPO) from a stage's node: `cfg.trainer` as its config, `cfg.peft` as adapters, the
+    data's train and eval splits."""
+    return trainer_cls(
+        model=model,
+        args=trainer_config(config_cls, cfg.trainer, work_dir),
+        train_dataset=data["train"],
+        eval_dataset=data["eval"],
+        processing_class=tokenizer,
+        peft_config=peft_config(cfg.peft, task_type=task_type),
+        **extra,
+    )
