@@ -17,6 +17,7 @@ from trl_ext.eval.scorecard import (
     PromptItem,
     load_attacks,
     load_prompt_list,
+    run_from_config,
     run_scorecard,
     scorecard_metrics,
     scorecard_section,
@@ -146,7 +147,10 @@ def test_measures_against_hand_counts():
     assert (t1["attack_success"], t1["without_attack"], t1["delta"]) == (1.0, 0.5, 0.5)
     assert (t2["attack_success"], t2["delta"]) == (0.0, -0.5) and m["jailbreak"]["overall"]["attack_success"] == 0.5
     assert m["harmlessness"] == {"n": 2, "mean_score": 1.0, "win_rate": 0.75}  # one win, one tie
-    assert m["length"]["mean_tokens"] == pytest.approx((11 * 3 + 9) / 12) and m["length"]["cut_at_max_new_tokens"] == 1 / 12
+    assert (
+        m["length"]["mean_tokens"] == pytest.approx((11 * 3 + 9) / 12)
+        and m["length"]["cut_at_max_new_tokens"] == 1 / 12
+    )
 
 
 def test_jailbreak_templates_wrap_and_config_group_has_the_project_set():
@@ -254,3 +258,16 @@ def test_bad_run_inputs_fail_before_generation(tiny_path, no_generation):
         run_scorecard({}, tiny_path, ["a"], ["b"], **kw)
     with pytest.raises(ConfigError, match="no prompts"):
         run_scorecard({"base": Arm(tiny_path)}, tiny_path, **kw)
+
+
+def test_run_from_config_nodes(tmp_path, tiny_path, prompt_file):
+    settings = yaml.safe_load((REPO / "conf" / "scorecard" / "default.yaml").read_text())
+    settings.update(prompts=prompt_file.name, n_safe=3, n_unsafe=2, attack_prompts=1, n_data=1, max_new_tokens=2)
+    settings["detector"] = "phrases"
+    templates = yaml.safe_load(JAILBREAK.read_text())
+    arms = {"base": Arm(tiny_path), "base + system prompt": Arm(tiny_path, settings["system_prompt"])}
+    card = run_from_config(settings, templates, arms, tiny_path, ["a", "b"], root=tmp_path)
+    counts = card["counts"]
+    assert (counts["safe"], counts["unsafe"], counts["attack_prompts"], counts["data"]) == (3, 2, 1, 1)
+    assert counts["attack_templates"] == settings["templates"] and counts["per_arm"] == 3 + 2 + 3 + 1
+    assert "harmless assistant" in card["arms"]["base + system prompt"]["rendered_example"]

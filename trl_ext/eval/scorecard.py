@@ -277,7 +277,10 @@ def run_scorecard(
                         "finished": done,
                     }
                 )
-            own_logps[name] = _data_logps(model, tokenizer, arm, jobs, out.texts, max_prompt_length + max_new_tokens)
+            if arm.path != reference or arm.system_prompt:  # the reference itself has no drift: skip its passes
+                own_logps[name] = _data_logps(
+                    model, tokenizer, arm, jobs, out.texts, max_prompt_length + max_new_tokens
+                )
             arm_info[name] = {
                 "path": path,
                 "system_prompt": arm.system_prompt or None,
@@ -293,9 +296,12 @@ def run_scorecard(
     # drift: the reference's log-probs of every arm's data answers (prompt without any system prompt)
     start = time.perf_counter()
     ref_tok = load_tokenizer(reference)
-    ref_model = load_policy(reference, ref_tok) if data else None
+    ref_model = load_policy(reference, ref_tok) if data and own_logps else None
     plain = Arm(reference)
     for name in arms:
+        if name not in own_logps:
+            arm_info[name]["kl_proxy"] = 0.0 if data else None
+            continue
         texts = [a["answer"] for a in answers if a["arm"] == name]
         ref = _data_logps(ref_model, ref_tok, plain, jobs, texts, max_prompt_length + max_new_tokens) if data else []
         arm_info[name]["kl_proxy"] = (sum(own_logps[name]) - sum(ref)) / len(ref) if ref else None
@@ -342,6 +348,37 @@ def run_scorecard(
         "answers": answers,
     }
     return card
+
+
+def run_from_config(
+    settings: Mapping[str, Any],
+    templates: Mapping[str, str],
+    arms: Mapping[str, Arm],
+    reference: str,
+    data_prompts: Sequence[Prompt] = (),
+    scorer: Callable | None = None,
+    root: str | Path = ".",
+) -> dict[str, Any]:
+    """`run_scorecard` from a `scorecard` config node and a `jailbreak` node given as plain mappings: the prompt
+    file (relative to `root`) loaded and checked, subsets taken, templates picked by name."""
+    path = Path(settings["prompts"])
+    safe, unsafe = split_by_label(load_prompt_list(path if path.is_absolute() else Path(root) / path))
+    seed = settings.get("seed", 0)
+    n_data = settings.get("n_data")
+    return run_scorecard(
+        arms,
+        reference,
+        subsample(safe, settings.get("n_safe"), seed),
+        subsample(unsafe, settings.get("n_unsafe"), seed),
+        load_attacks(templates, settings.get("templates")) if templates else [],
+        list(data_prompts)[:n_data] if n_data is not None else list(data_prompts),
+        scorer=scorer,
+        detector=settings.get("detector", "probe"),
+        max_new_tokens=settings.get("max_new_tokens", 32),
+        batch_size=settings.get("batch_size", 32),
+        max_prompt_length=settings.get("max_prompt_length", 384),
+        attack_prompts=settings.get("attack_prompts"),
+    )
 
 
 def _data_logps(model, tokenizer, arm: Arm, jobs, texts: Sequence[str], max_length: int) -> list[float]:
