@@ -117,6 +117,7 @@ def probe_detector():
     return ProbeDetector()
 
 
+@pytest.mark.slow
 def test_probe_on_hand_written_answers(probe_detector):
     labels = probe_detector(REFUSALS + COMPLIANT)
     refusal_hits = sum(label != COMPLIANCE for label in labels[: len(REFUSALS)])
