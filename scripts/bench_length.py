@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from trl_ext.data import load_preferences
-from trl_ext.eval import generate, reward_scores
+from trl_ext.eval import generate_batched, reward_scores
 from trl_ext.eval.evaluate import correlation, rank
 from trl_ext.models import load_policy, load_reward_model, load_tokenizer, resolve_model_path
 from trl_ext.rewards import LengthControlledReward, RewardModelScorer
@@ -84,7 +84,7 @@ def main() -> None:
     gen_lengths = {}
     for name, path in runs.items():
         tok = load_tokenizer(path)
-        texts = generate(load_policy(path, tok), tok, gen_prompts, max_new_tokens=128)
+        texts = generate_batched(load_policy(path, tok), tok, gen_prompts, max_new_tokens=128).texts
         gen_lengths[name] = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts) / len(texts)
 
     header = (

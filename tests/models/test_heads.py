@@ -7,10 +7,10 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+from trl_ext._compat import checkpointing_enabled
 from trl_ext.models.heads import (
     PolicyAndValue,
     assemble_roles,
-    checkpointing_enabled,
     critic_from_policy,
     merged_copy,
     reference_copy,

@@ -89,4 +89,4 @@ def test_package_exports_and_wheel_contents(tmp_path):
     shipped = set(zipfile.ZipFile(wheel).namelist())
     modules = {str(p.relative_to(REPO)) for p in (REPO / "trl_ext").rglob("*.py")}
     assert modules <= shipped, sorted(modules - shipped)
-    assert "trl_ext/data/demo/preferences.jsonl" in shipped
+    assert {"trl_ext/data/demo/preferences.jsonl", "trl_ext/eval/refusal_probe.json"} <= shipped

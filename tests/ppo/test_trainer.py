@@ -64,7 +64,10 @@ def test_resume_gives_the_same_result(tmp_path, tiny_path, tiny_tokenizer, promp
     assert [h["step"] for h in resumed.state.log_history] == [1, 2, 3, 4]
     assert scores(resumed) == pytest.approx(scores(full), abs=1e-5)
     a, b = full.policy.state_dict(), resumed.policy.state_dict()
-    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    # Adam turns float-rounding differences of near-zero gradients into differences of a few 1e-5 (2.7e-5 seen with
+    # transformers 5.2 / peft 0.17); a wrong log-prob path moves weights by the learning rate, 1e-3.
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-4, worst
 
 
 def test_actor_and_critic_backward_one_after_the_other_equals_one_backward(
@@ -114,7 +117,10 @@ def test_chunked_log_probs_train_like_the_logits(tmp_path, tiny_path, tiny_token
             {k: v for k, v in b.items() if k != "time/update_s"}, rel=1e-4, abs=1e-5
         )
     a, b = (r.accelerator.unwrap_model(r.model).state_dict() for r in runs)
-    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    # Adam turns float-rounding differences of near-zero gradients into differences of a few 1e-5 (2.7e-5 seen with
+    # transformers 5.2 / peft 0.17); a wrong log-prob path moves weights by the learning rate, 1e-3.
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-4, worst
 
 
 def test_lora_policy_uses_the_base_as_reference(tmp_path, tiny_path, tiny_tokenizer, prompts):

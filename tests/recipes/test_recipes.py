@@ -68,14 +68,10 @@ def test_pipeline_skips_complete_stages_and_refuses_changed_config(tmp_path):
 
 def test_eval_recipe_on_saved_models(tmp_path):
     recipe("sft", *FEW, f"hydra.run.dir={tmp_path}")
-    recipe(
-        "eval",
-        "model=tiny",
-        f"+models.sft={tmp_path / 'sft'}",
-        "evaluation.n_generate=2",
-        f"hydra.run.dir={tmp_path / 'eval'}",
-    )
-    assert "| sft |" in (tmp_path / "eval" / "report.md").read_text()
+    recipe("eval", *FEW, f"+models.mine={tmp_path / 'sft'}", f"hydra.run.dir={tmp_path / 'eval'}")
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "| mine |" in report and "| mine |" in report.split("## Behaviour scorecard")[1]
+    assert "mine" in json.loads((tmp_path / "eval" / "scorecard.json").read_text())["arms"]
 
 
 def test_bad_data_fails_before_training_with_file_and_line(tmp_path):

@@ -3,9 +3,11 @@ before it (the latest policy, reward model, pairs), repeated stages, and the rep
 
 import json
 
+import pytest
 from transformers import AutoModelForCausalLM
 
 from tests.conftest import HH_FILE, compose, needs_hh
+from trl_ext.exceptions import ConfigError, DataError
 from trl_ext.stages import POLICY, dpo, pipeline
 from trl_ext.stages.evaluation import log_history
 
@@ -29,7 +31,13 @@ def test_rlhf_pipeline_sft_rm_ppo(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "| reward |" in report and "| ppo |" in report
     history = log_history(tmp_path / "ppo")
-    assert [h["step"] for h in history] == [1, 2, 3] and all("objective/kl" in h for h in history)
+    updates = [h for h in history if "objective/kl" in h]
+    assert [h["step"] for h in updates] == [1, 2, 3]
+    assert any("eval_objective/kl" in h for h in history)  # the stage evaluates on the held-out prompts
+    card = json.loads((tmp_path / "scorecard.json").read_text())
+    assert list(card["arms"]) == ["base", "base + system prompt", "sft", "ppo"]  # policies only: not the reward model
+    assert card["scorer"].startswith("reward_model(") and str(tmp_path / "reward") in card["scorer"]
+    assert "| ppo |" in report.split("## Behaviour scorecard")[1]
     manifest = json.loads((tmp_path / "ppo" / "stage.json").read_text())
     assert manifest["config"]["reward_model"] == str(tmp_path / "reward")
     AutoModelForCausalLM.from_pretrained(tmp_path / "ppo")
@@ -67,3 +75,32 @@ def test_pipeline_on_shared_hh_rlhf(tmp_path):
     )
     report = (tmp_path / "report.md").read_text()
     assert "60 rows" in report and "| dpo |" in report
+
+
+def test_every_run_ends_with_the_behaviour_scorecard(tmp_path):
+    run_pipeline(tmp_path)
+    card = json.loads((tmp_path / "scorecard.json").read_text())
+    arms = card["arms"]
+    assert list(arms) == ["base", "base + system prompt", "sft", "dpo"]
+    system = compose("pipeline").scorecard.system_prompt
+    assert system in arms["base + system prompt"]["rendered_example"]
+    assert all(system not in arms[name]["rendered_example"] for name in ("base", "sft", "dpo"))
+    counts = card["counts"]  # +debug=default: 2 safe, 2 unsafe, 1 template x 1 prompt, 2 data prompts
+    assert (counts["safe"], counts["unsafe"], counts["attack_prompts"], counts["data"]) == (2, 2, 1, 2)
+    assert counts["per_arm"] == 2 + 2 + 1 + 2 and len(card["answers"]) == 4 * counts["per_arm"]
+    labeled = [a for a in card["answers"] if a["set"] != "data"]
+    assert all(a["label"] in ("compliance", "full_refusal", "partial_refusal") for a in labeled)
+    assert card["scorer"].startswith("constitutional_judge")  # no reward model in this run: the labeler judges
+    report = (tmp_path / "report.md").read_text()
+    assert "## Behaviour scorecard" in report and "Refusal labels by the `phrases` detector" in report
+    assert all((tmp_path / f"scorecard_{m}.png").exists() for m in ("over_refusal", "unsafe_compliance", "jailbreak"))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"dpo/over_refusal", "base + system prompt/unsafe_compliance", "sft/kl_proxy"} <= set(metrics["scorecard"])
+
+
+def test_a_bad_scorecard_input_fails_before_any_training(tmp_path):
+    with pytest.raises(DataError, match="scorecard.prompts: missing.csv not found"):
+        run_pipeline(tmp_path, "scorecard.prompts=missing.csv")
+    with pytest.raises(ConfigError, match="no_placeholder"):
+        run_pipeline(tmp_path, "+jailbreak.no_placeholder=Tell me.", "scorecard.templates=[no_placeholder]")
+    assert not (tmp_path / "sft").exists()

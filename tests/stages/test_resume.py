@@ -47,7 +47,7 @@ def kill_when_checkpointed(args: list[str], work: Path, timeout: float = 300) ->
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if any(work.glob("checkpoint-*/trainer_state.json")) or any(work.glob("checkpoint-*/ppo_state.json")):
+        if any(work.glob("checkpoint-*/trainer_state.json")):
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.02)

@@ -164,6 +164,16 @@ class DPOTrainerHooks(DPOTrainer):
         self._signature_columns = [*self._signature_columns, *extra]
 
 
+# ---- TRL's experimental utilities: the reference copy -----------------------------------------------------------
+
+
+@contract("trl.experimental.utils.create_reference_model(model, ...)", "trl_ext.models.heads.reference_copy")
+def _check_reference_model() -> None:
+    from trl.experimental.utils import create_reference_model
+
+    assert _parameters(create_reference_model)[0] == "model"
+
+
 # ---- transformers' DeepSpeed integration: load whole models while a ZeRO-3 config is registered -------------------
 
 

@@ -11,7 +11,8 @@ import torch
 from datasets import Dataset
 
 from trl_ext.chat import completion_messages
-from trl_ext.eval.metrics import completion_logps, generate, preference_metrics
+from trl_ext.eval.generation import generate_batched
+from trl_ext.eval.metrics import completion_logps, preference_metrics
 from trl_ext.models import load_policy, load_reward_model, load_tokenizer
 from trl_ext.rewards.scoring import reward_scores
 
@@ -60,7 +61,7 @@ def evaluate_models(
     lengths: dict[str, list[int]] = {"chosen": n_tokens(chosen), "rejected": n_tokens(rejected)}
 
     def answer(name, model, tok) -> tuple[list[str], dict[str, float]]:
-        texts = generate(model, tok, gen_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        texts = generate_batched(model, tok, gen_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size).texts
         lengths[f"generated: {name}"] = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
         return texts, {"gen_length": sum(lengths[f"generated: {name}"]) / max(len(texts), 1)}
 

@@ -2,7 +2,7 @@
 
 Policies are judged by the DPO implicit reward r(x, y) = beta * log(pi(y|x) / pi_ref(y|x)) (Rafailov et al. 2023,
 https://arxiv.org/abs/2305.18290): a pair counts as correct when r(chosen) > r(rejected). Reward models by their
-score. Every model is also asked to answer a few eval prompts greedily (length, examples, a KL proxy).
+score. Every model also answers a few eval prompts greedily (`trl_ext.eval.generation`: length, examples, KL proxy).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from trl_ext._compat import selective_log_softmax
-from trl_ext.chat import Messages, Prompt, encode_completion, encode_prompts, pad_batch
+from trl_ext.chat import Messages, Prompt, encode_completion, pad_batch
 
 
 def _batches(items: Sequence, batch_size: int, desc: str) -> Any:
@@ -44,26 +44,6 @@ def completion_logps(
         for i, (row, n_completion) in enumerate(batch):
             out.append(token_logps[i, len(row) - 1 - n_completion : len(row) - 1].sum().item())
     return torch.tensor(out)
-
-
-@torch.no_grad()
-def generate(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[Prompt],
-    max_new_tokens: int = 64,
-    batch_size: int = 8,
-) -> list[str]:
-    """Greedy answers to prompts (batched, left padded), special tokens removed."""
-    model.eval()
-    answers = []
-    for batch in _batches(list(prompts), batch_size, "generating"):
-        inputs = encode_prompts(tokenizer, batch, device=model.device).inputs
-        output = model.generate(
-            **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-        )
-        answers += tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-    return [a.strip() for a in answers]
 
 
 def preference_metrics(chosen: torch.Tensor, rejected: torch.Tensor, prefix: str = "") -> dict[str, float]:

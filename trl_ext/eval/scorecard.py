@@ -319,7 +319,12 @@ def run_scorecard(
 
         scored = [a for a in answers if a["set"] == "data"]
         prompts = [data[int(a["prompt_id"])] for a in scored]
-        values = score([scorer], prompts, [[{"role": "assistant", "content": a["answer"]}] for a in scored]).tolist()
+        # the baseline arm's answer to the same prompt, as a column: a pairwise judge (the RLAIF labeler's
+        # `baseline` keyword) scores P(answer better than it); a reward model ignores it
+        base_answers = {a["prompt_id"]: a["answer"] for a in scored if a["arm"] == baseline}
+        columns = {"baseline": [base_answers[a["prompt_id"]] for a in scored]} if base_answers else {}
+        completions = [[{"role": "assistant", "content": a["answer"]}] for a in scored]
+        values = score([scorer], prompts, completions, **columns).tolist()
         for a, v in zip(scored, values):
             a["score"] = v
     score_s = time.perf_counter() - start

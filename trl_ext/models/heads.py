@@ -16,7 +16,6 @@ import contextlib
 import copy
 import dataclasses
 import logging
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,14 @@ import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
-from trl_ext._compat import disable_dropout_in_model, selective_log_softmax_and_entropy
+from trl_ext._compat import (
+    checkpointing_enabled,
+    create_reference_model,
+    disable_checkpointing,
+    disable_dropout_in_model,
+    enable_checkpointing,
+    selective_log_softmax_and_entropy,
+)
 from trl_ext.distributed import full_weights
 from trl_ext.logprobs import token_logps
 
@@ -84,28 +90,6 @@ def value_forward(
     return inner.score(hidden[:, -n - 1 : -1]).squeeze(-1).float()
 
 
-# transformers 5.x renamed gradient checkpointing to activation checkpointing; the old names warn, then go in v6.
-def checkpointing_enabled(model: PreTrainedModel) -> bool:
-    """Whether activation (gradient) checkpointing is on."""
-    name = (
-        "is_activation_checkpointing" if hasattr(model, "is_activation_checkpointing") else "is_gradient_checkpointing"
-    )
-    return bool(getattr(model, name, False))
-
-
-def enable_checkpointing(model: PreTrainedModel, kwargs: dict | None = None) -> None:
-    """Turn activation checkpointing on, with `kwargs` for `torch.utils.checkpoint` (default: non-reentrant)."""
-    kwargs = kwargs or {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-
-
-def disable_checkpointing(model: PreTrainedModel) -> None:
-    (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
-
-
 class PolicyAndValue(nn.Module):
     """Actor and critic in one module, so that one optimizer and one `accelerator.prepare` cover both."""
 
@@ -139,10 +123,6 @@ class PolicyAndValue(nn.Module):
 
 def reference_copy(policy: PreTrainedModel) -> PreTrainedModel:
     """A frozen copy of the policy in eval mode: TRL's `create_reference_model`."""
-    with warnings.catch_warnings():  # TRL keeps it among its "experimental" utilities since 1.13
-        warnings.filterwarnings("ignore", message=".*trl.experimental")
-        from trl.experimental.utils import create_reference_model
-
     with full_weights():  # it refuses to run while a ZeRO-3 config is registered; the copy is sharded later
         return create_reference_model(policy)
 

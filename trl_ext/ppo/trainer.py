@@ -44,14 +44,14 @@ from transformers.trainer_pt_utils import get_parameter_names
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 from transformers.utils import logging as hf_logging
 
-from trl_ext._compat import prepare_deepspeed, unwrap_model_for_generation
+from trl_ext._compat import enable_checkpointing, prepare_deepspeed, unwrap_model_for_generation
 from trl_ext.chat import text_of
 from trl_ext.distributed import gathered_parameters
 from trl_ext.exceptions import ConfigError, DataError, NonFiniteError
 from trl_ext.guards import forced_nan, non_finite_message
 from trl_ext.kl import make_kl_controller
 from trl_ext.logprobs import supports_chunked_head
-from trl_ext.models.heads import PolicyAndValue, assemble_roles, enable_checkpointing, merged_copy
+from trl_ext.models.heads import PolicyAndValue, assemble_roles, merged_copy
 from trl_ext.ppo import core
 from trl_ext.ppo.config import PPOConfig
 from trl_ext.ppo.learner import Learner

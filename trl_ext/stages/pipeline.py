@@ -51,6 +51,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Path:
     unknown = [s for s in cfg.pipeline.stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"pipeline.stages: unknown stage {unknown[0]!r}; known: {sorted(STAGES)}")
+    evaluation.check_scorecard(cfg)  # a bad prompt list or template fails now, not after hours of training
     model, latest, done = to_dict(cfg.model), {}, []
     for stage in cfg.pipeline.stages:
         repeats = sum(s == stage for s, _ in done)

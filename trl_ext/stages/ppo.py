@@ -27,6 +27,7 @@ def build_trainer(cfg: DictConfig, path: str, tokenizer, data, work_dir: Path) -
         args=trainer_config(PPOConfig, cfg.trainer, work_dir),
         processing_class=tokenizer,
         train_dataset=data["train"],
+        eval_dataset=data["eval"],  # evaluated at trainer.eval_strategy, and once at the end of the stage
         reward_model=reward_model,
         reward_processing_class=reward_tokenizer,
         value_model=value_model,
