@@ -39,6 +39,14 @@ def test_every_file_type_loads(tmp_path, suffix):
     assert data["train"][0]["chosen"][0]["role"] == "assistant"
 
 
+def test_a_held_out_file_is_all_eval(tmp_path):
+    data, report = load_preferences("demo", eval_size="all")
+    assert len(data["train"]) == 0 and len(data["eval"]) == report.kept == 200
+    assert data["eval"][0]["prompt"] == load_preferences("demo", eval_size="all")[0]["eval"][0]["prompt"]
+    with pytest.raises(DataError, match="eval_size: 'most'"):
+        load_preferences("demo", eval_size="most")
+
+
 def test_split_is_deterministic_and_seeded(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [{**GOOD, "prompt": str(i)} for i in range(50)])
     first = load_preferences(path, eval_size=0.2, seed=1)[0]["eval"]["prompt"]

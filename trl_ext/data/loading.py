@@ -202,9 +202,14 @@ def convert_preferences(
     return convert_rows(records, source, lambda record: to_conversational(record, fmt), on_invalid)
 
 
-def split_train_eval(pairs: list[dict[str, Any]], eval_size: float | int, seed: int) -> DatasetDict:
-    """Deterministic split: `eval_size` is a fraction (< 1) or a row count; at least one row on each side."""
+def split_train_eval(pairs: list[dict[str, Any]], eval_size: float | int | str, seed: int) -> DatasetDict:
+    """Deterministic split: `eval_size` is a fraction (< 1) or a row count, with at least one row on each side; or
+    "all": every row for evaluation (a held-out file), in file order."""
     dataset = Dataset.from_list(pairs)
+    if eval_size == "all":
+        return DatasetDict(train=dataset.select([]), eval=dataset)
+    if not isinstance(eval_size, (int, float)) or isinstance(eval_size, bool) or eval_size <= 0:
+        raise DataError(f"data.eval_size: {eval_size!r} is neither a fraction, a row count nor 'all'")
     n_eval = round(eval_size * len(dataset)) if eval_size < 1 else int(eval_size)
     n_eval = min(max(n_eval, 1), len(dataset) - 1)
     if n_eval < 1:
@@ -238,8 +243,8 @@ def load_preferences(path: str, **kwargs) -> tuple[DatasetDict, DataReport]:
 
     `path` is a local file, a hub dataset id, or `demo` (the pairs shipped with trl_ext). Keyword arguments:
     `format` (auto | standard | conversational | hh), `split`, `data_dir` and `revision` (hub), `eval_size` (fraction
-    or rows), `seed` (of the split), `on_invalid` (error | skip), `max_rows`, `max_row_chars` (a longer row is a
-    problem).
+    or rows, or "all"), `seed` (of the split), `on_invalid` (error | skip), `max_rows`, `max_row_chars` (a longer row
+    is a problem).
     """
     return _load(to_conversational, path, **kwargs)
 
