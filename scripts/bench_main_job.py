@@ -1,5 +1,6 @@
-"""Benchmark the main job: wall time of the SFT -> DPO -> eval pipeline, then the DPO stage alone (peak resident
-memory, tokens per second) on the pipeline's SFT model. Prints a table and appends it to docs/benchmarks.md.
+"""Benchmark the main job: wall time of the SFT -> DPO -> eval pipeline (and of its behaviour scorecard), then the DPO
+stage alone (peak resident memory, tokens per second) on the pipeline's SFT model. Prints a table and appends it to
+docs/benchmarks.md.
 
     python scripts/bench_main_job.py [extra Hydra overrides for both runs, e.g. model=tiny]
 """
@@ -51,8 +52,14 @@ def main(overrides: list[str]) -> None:
     tokens = max(h.get("num_tokens", 0) for h in history)
     runtime = next(h["train_runtime"] for h in history if "train_runtime" in h)
 
+    card = json.loads((work / "pipeline" / "scorecard.json").read_text())
+    scorecard_s = sum(arm["seconds"] for arm in card["arms"].values()) + sum(card["seconds"].values())
     rows = [
-        ("main job pipeline wall time (SFT + DPO + eval)", f"{pipeline_s / 60:.1f} min"),
+        ("main job pipeline wall time (SFT + DPO + eval + scorecard)", f"{pipeline_s / 60:.1f} min"),
+        (
+            f"of which the behaviour scorecard ({len(card['arms'])} arms, {card['counts']['per_arm']} answers each)",
+            f"{scorecard_s:.0f} s",
+        ),
         ("DPO stage alone: wall time", f"{dpo_s:.0f} s"),
         ("DPO stage: training time", f"{runtime:.0f} s"),
         ("DPO stage: tokens per second (policy, chosen+rejected)", f"{tokens / runtime:.0f}"),

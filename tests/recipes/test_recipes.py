@@ -11,6 +11,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from tests.conftest import REPO, recipe, run_cmd
+from trl_ext.stages.evaluation import log_history
 
 FEW = ["+debug=default"]  # conf/debug/default.yaml: the tiny model, two steps
 PIPELINE_FEW = ["+debug=default", "dpo.trainer.max_steps=3"]
@@ -132,3 +133,22 @@ def test_bon_recipe_two_processes_keep_prompt_order(tmp_path, tiny_path, tiny_to
     expected = list(load_prompts("demo", eval_size=0.15, seed=42)[0]["train"]["prompt"])[:7]
     assert [row["prompt"] for row in best] == expected
     assert all(len(row["scores"]) == 3 and row["best_score"] == max(row["scores"]) for row in best)
+
+
+def test_ppo_recipe_reports_to_tensorboard_and_evaluates_at_eval_steps(tmp_path):
+    recipe("reward", *FEW, "peft=none", f"hydra.run.dir={tmp_path / 'rm'}")
+    recipe(
+        "ppo",
+        *FEW,
+        f"reward_model={tmp_path / 'rm' / 'reward'}",
+        "trainer.max_steps=4",
+        "trainer.report_to=[tensorboard]",
+        "+trainer.eval_strategy=steps",
+        "+trainer.eval_steps=2",
+        f"hydra.run.dir={tmp_path / 'ppo'}",
+    )
+    assert list((tmp_path / "ppo").rglob("events.out.tfevents.*")), "no TensorBoard event file in the run folder"
+    history = log_history(tmp_path / "ppo" / "ppo")
+    evals = [h["step"] for h in history if "eval_objective/scores" in h]
+    assert evals[:2] == [2, 4] and [h["step"] for h in history if "objective/scores" in h] == [1, 2, 3, 4]
+    assert "eval_objective/scores" in json.loads((tmp_path / "ppo" / "ppo" / "metrics.json").read_text())
