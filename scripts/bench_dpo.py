@@ -82,8 +82,8 @@ def worker(name: str, pairs: int, batch: int, max_length: int) -> dict:
         from hydra import compose, initialize_config_dir
 
         from trl_ext._compat import DPOConfig
-        from trl_ext.dpo import LeanDPOTrainer
         from trl_ext.config import peft_config, trainer_config
+        from trl_ext.dpo import LeanDPOTrainer
 
         overrides = [f"peft={'lora' if lora else 'none'}"]  # ablations: ours_lora_fp32, ours_full_nochunk, ...
         overrides += ["trainer.bf16=false"] if "_fp32" in name else []
