@@ -75,6 +75,8 @@ def test_pipeline_on_shared_hh_rlhf(tmp_path):
     )
     report = (tmp_path / "report.md").read_text()
     assert "60 rows" in report and "| dpo |" in report
+    fitted = json.loads((tmp_path / "dpo" / "data_report.json").read_text())["fitted_to_max_length"]
+    assert fitted["train"].get("shortened", 0) > 0  # long HH conversations kept their latest turns
 
 
 def test_every_run_ends_with_the_behaviour_scorecard(tmp_path):

@@ -11,11 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from datasets import DatasetDict
 from omegaconf import DictConfig
 from transformers import Trainer, set_seed
 
 from trl_ext.config import node_kwargs, peft_config, to_dict, trainer_config
 from trl_ext.data import load_preferences, load_prompts
+from trl_ext.data.fitting import fit_turns
 from trl_ext.distributed import gathered_parameters, share_across_processes
 from trl_ext.exceptions import ConfigError
 from trl_ext.guards import guard_non_finite
@@ -47,6 +49,14 @@ def train_stage(
         path = model_path(cfg.model)
         tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code)
         data, report = (load_prompts if prompts_only else load_preferences)(**node_kwargs(cfg.data))
+        files = {"data_report.json": report.to_dict()}
+        max_length = cfg.get("trainer", {}).get("max_length")
+        if not prompts_only and max_length:  # whole turns, not tokens, give way when a pair is too long
+            fitted = {split: fit_turns(rows, tokenizer, max_length) for split, rows in data.items()}
+            data = DatasetDict({split: rows for split, (rows, _) in fitted.items()})
+            counts = {split: dict(c) for split, (_, c) in fitted.items()}
+            files["data_report.json"]["fitted_to_max_length"] = counts
+            logger.info("Prompts fitted to max_length=%d by their latest turns: %s", max_length, counts)
         data = share_across_processes(data, stage.work / "data")
         set_seed(cfg.seed)  # fresh weights (a reward model's score head) from the seed, whatever the process layout
         trainer = build_trainer(cfg, path, tokenizer, data, stage.work)
@@ -56,7 +66,7 @@ def train_stage(
             save_model(trainer, out)
             if trainer.accelerator.is_main_process:
                 trainer.state.save_to_json(str(out / TRAINER_STATE_NAME))  # the log history is in it
-                write_json(out, {"metrics.json": metrics, "data_report.json": report.to_dict()})
+                write_json(out, {"metrics.json": metrics, **files})
 
         return metrics, write
 
