@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tests.conftest import recipe
-from trl_ext.eval import generate
+from trl_ext.eval import generate_batched
 from trl_ext.models import load_policy, load_tokenizer, resolve_model_path
 from trl_ext.stages.evaluation import log_history
 
@@ -27,7 +27,9 @@ def test_embedded_model_loads_and_answers(smollm2_path):
     assert 134e6 < sum(p.numel() for p in model.parameters()) < 135e6
     assert model.dtype == (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
-    answer = generate(model, tokenizer, [[{"role": "user", "content": "What is the capital of France?"}]], 16)[0]
+    answer = generate_batched(
+        model, tokenizer, [[{"role": "user", "content": "What is the capital of France?"}]], 16
+    ).texts[0]
     assert "Paris" in answer
 
 
