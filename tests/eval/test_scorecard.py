@@ -171,10 +171,13 @@ def test_jailbreak_templates_wrap_and_config_group_has_the_project_set():
 
 
 def test_system_prompt_merged_into_the_user_turn_without_a_system_role(tmp_path, tiny_path, tiny_model, tiny_tokenizer):
+    from trl_ext.models import load_tokenizer
+
     folder = tmp_path / "nosys"
-    tiny_tokenizer.chat_template = NO_SYSTEM_TEMPLATE
+    tokenizer = load_tokenizer(tiny_path)  # a copy: the session's tiny_tokenizer keeps its template
+    tokenizer.chat_template = NO_SYSTEM_TEMPLATE
     tiny_model.save_pretrained(folder)
-    tiny_tokenizer.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     card = run_scorecard(
         {"plain": Arm(str(folder)), "band-aid": Arm(str(folder), SYSTEM)}, str(folder), ["Hello there"], ["Hurt him"],
         detector=PhraseDetector(), max_new_tokens=2,

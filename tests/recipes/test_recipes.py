@@ -137,9 +137,9 @@ def test_bon_recipe_two_processes_keep_prompt_order(tmp_path, tiny_path, tiny_to
 
 def test_ppo_recipe_reports_to_tensorboard_and_evaluates_at_eval_steps(tmp_path):
     recipe("reward", *FEW, "peft=none", f"hydra.run.dir={tmp_path / 'rm'}")
-    recipe(
+    recipe(  # the commands of issue #16's acceptance, in one run
         "ppo",
-        *FEW,
+        "model=tiny",
         f"reward_model={tmp_path / 'rm' / 'reward'}",
         "trainer.max_steps=4",
         "trainer.report_to=[tensorboard]",

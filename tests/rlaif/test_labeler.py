@@ -406,7 +406,8 @@ def test_rlaif_recipe_two_processes_keep_order(tmp_path, judge, tiny_tokenizer):
     again = ConstitutionalLabeler(judge, DEFAULT, tiny_tokenizer, seed=42, progress=False).label(
         [prompts[i] for i in indices], [c["a"] for c in comparisons], [c["b"] for c in comparisons]
     )
-    assert [c["p"] for c in comparisons] == pytest.approx([label.p for label in again], abs=1e-6)
+    # the shards batch (and so pad) differently from one process: float32 rounding moves p by ~1e-6
+    assert [c["p"] for c in comparisons] == pytest.approx([label.p for label in again], abs=1e-5)
     assert [c["principles"] for c in comparisons] == [label.principles for label in again]
     data, report = load_preferences(str(out / "pairs.parquet"), format="conversational", eval_size=1)
     assert report.kept == len(comparisons)

@@ -82,7 +82,7 @@ def test_kill_and_resume_dpo_and_ppo_match_an_uninterrupted_run(tmp_path):
         assert a.keys() == b.keys()
         for name in a:
             torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6, msg=f"{stage}: {name}")
-    assert [h["step"] for h in history(killed / "ppo")] == list(range(1, 7))
+    assert [h["step"] for h in history(killed / "ppo") if "objective/kl" in h] == list(range(1, 7))  # one per update
 
 
 def test_forced_nan_stops_with_the_last_good_checkpoint(tmp_path):
