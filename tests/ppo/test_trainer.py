@@ -511,11 +511,13 @@ def test_callbacks_control_the_loop_and_logs_average_over_logging_steps(tmp_path
 
 def test_gradient_checkpointing_is_honoured(tmp_path, tiny_path, tiny_tokenizer, prompts):
     """Checkpointing recomputes activations in the backward pass: the same training, less memory."""
+    from trl_ext._compat import checkpointing_enabled  # transformers renamed it in 5.x (is_activation_checkpointing)
+
     runs = []
     for on in (False, True):
         trainer = make_trainer(tmp_path / str(on), tiny_path, tiny_tokenizer, prompts, gradient_checkpointing=on)
         models = trainer.accelerator.unwrap_model(trainer.model)
-        assert models.policy.is_activation_checkpointing is on and models.value_model.is_activation_checkpointing is on
+        assert checkpointing_enabled(models.policy) is on and checkpointing_enabled(models.value_model) is on
         trainer.train()
         runs.append(trainer)
     a, b = (r.state.log_history[0] for r in runs)

@@ -5,6 +5,8 @@ honour is refused when set, rather than silently ignored."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,10 +47,21 @@ def _default(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
+@functools.cache
+def _settled_defaults() -> TrainingArguments:
+    """Default TrainingArguments after their own `__post_init__`: the forms defaults take in this transformers
+    version (e.g. a filled-in `fsdp_config` dict), which a config rebuilt from `to_dict()` carries."""
+    with tempfile.TemporaryDirectory() as folder:
+        return TrainingArguments(output_dir=folder, use_cpu=True)
+
+
 def _unchanged(name: str, value: Any, default: Any) -> bool:
     """Whether `value` is the field's default, also in the forms TrainingArguments itself turns defaults into (so a
-    config rebuilt from `to_dict()` passes): '' / [] / None, the default AcceleratorConfig, a masked token."""
+    config rebuilt from `to_dict()` passes): '' / [] / None, the default AcceleratorConfig, a masked token, the value
+    a default instance settles on."""
     if value == default or (not value and not default) or value == f"<{name.upper()}>":
+        return True
+    if name not in ("output_dir", "use_cpu") and value == getattr(_settled_defaults(), name, object()):
         return True
     if name == "accelerator_config" and isinstance(value, (dict, AcceleratorConfig)):
         return (AcceleratorConfig(**value) if isinstance(value, dict) else value) == AcceleratorConfig()
