@@ -1,0 +1,58 @@
+"""The experiment files (conf/experiment/, the runs docs/results.md reports): they compose into the pipelines they
+name, share their SFT stage, take command-line overrides, and one runs end to end on a small slice of the real
+HH-RLHF file with the real SmolLM2 (slow)."""
+
+import json
+
+import pytest
+
+from tests.conftest import HH_FILE, compose, needs_hh, recipe
+from trl_ext.stages.evaluation import log_history
+from trl_ext.stages.pipeline import stage_config
+
+EXPERIMENTS = {"hh_dpo_smollm2": ["sft", "dpo"], "hh_ppo_smollm2": ["sft", "reward", "ppo"]}
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_into_its_pipeline_on_hh_data(name):
+    cfg = compose("pipeline", f"+experiment={name}")
+    assert list(cfg.pipeline.stages) == EXPERIMENTS[name]
+    assert (cfg.model.name, cfg.data.name, cfg.data.format) == ("smollm2", "hh_rlhf", "hh")
+
+
+def test_both_experiments_share_one_sft_stage():
+    """Run in one folder (scripts/bench_quality.py does), the second pipeline reuses the first one's SFT model: their
+    SFT stages see the same config, so the stage's config hash matches."""
+    model = {}
+    sft = [
+        stage_config(compose("pipeline", f"+experiment={name}", "data.path=pairs.jsonl"), "sft", model, {})
+        for name in EXPERIMENTS
+    ]
+    assert sft[0] == sft[1]
+
+
+def test_command_line_overrides_win_over_the_experiment():
+    cfg = compose("pipeline", "+experiment=hh_dpo_smollm2", "dpo.trainer.beta=0.05", "data=local", "data.path=x.jsonl")
+    assert cfg.dpo.trainer.beta == 0.05
+    assert (cfg.data.name, cfg.data.path) == ("local", "x.jsonl")
+    assert cfg.data.max_rows == compose("pipeline", "+experiment=hh_dpo_smollm2").data.max_rows  # kept
+
+
+@pytest.mark.slow
+@needs_hh
+def test_dpo_experiment_runs_on_a_small_slice_of_hh(tmp_path):
+    slice_ = [f"data.path={HH_FILE}", "data.max_rows=24", "data.eval_size=8"]
+    steps = ["sft.trainer.max_steps=1", "dpo.trainer.max_steps=2", "dpo.trainer.eval_steps=1"]
+    card = ["scorecard.n_safe=2", "scorecard.n_unsafe=2", "scorecard.templates=[grandmother]"]
+    card += ["scorecard.attack_prompts=1", "scorecard.n_data=2", "scorecard.max_new_tokens=8"]
+    recipe("pipeline", "+experiment=hh_dpo_smollm2", *slice_, *steps, *card, f"hydra.run.dir={tmp_path}")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"base", "sft", "dpo"} <= set(metrics["models"]) and metrics["n_pairs"] == 8
+    assert "base + system prompt/over_refusal" in metrics["scorecard"]
+    # the validation curve docs/results.md plots: eval accuracy at every eval_steps
+    evals = [e["step"] for e in log_history(tmp_path / "dpo") if "eval_rewards/accuracies" in e]
+    assert evals[:2] == [1, 2]
+    # HH prompts are multi-turn: the data report says how many were fitted to max_length, and nothing was lost
+    report = json.loads((tmp_path / "dpo" / "data_report.json").read_text())
+    fitted = report["fitted_to_max_length"]
+    assert report["rows"] == 24 and sum(n for split in fitted.values() for n in split.values()) == report["kept"]
