@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 HH = REPO.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.shared.jsonl.gz"
-WORK = REPO / "outputs" / "quality"
+WORK = Path("outputs/quality")  # relative to the repository (the script runs there), as the printed commands are
 SPLIT_SEED, HELD_OUT = 20261202, 0.2
 # The study, on the train part only: SFT once on its first STUDY_ROWS pairs, then each setting as one recipe from the
 # SFT model, scored on the last quarter of those pairs (the recipes' data.eval_size).
@@ -316,7 +317,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", action="store_true", help="run the study of the defaults first")
     parser.add_argument("--study-only", action="store_true", help="only the split and the study")
+    parser.add_argument("--report", action="store_true", help="only rewrite docs/results.md from the saved outputs")
     args = parser.parse_args()
+    os.chdir(REPO)
+    if args.report:
+        write_results(load_json(WORK / "study.json"), load_json(WORK / "measured.json"))
+        return
     if not HH.exists():
         raise SystemExit(f"{HH} not found: this benchmark needs the shared HH-RLHF file beside the project")
     train, held_out = split()
@@ -324,8 +330,13 @@ def main() -> None:
         (WORK / "study.json").write_text(json.dumps(study(train), indent=2))
     if args.study_only:
         return
-    study_rows = json.loads((WORK / "study.json").read_text()) if (WORK / "study.json").exists() else None
-    write_results(study_rows, experiments(train, held_out))
+    measured = experiments(train, held_out)
+    (WORK / "measured.json").write_text(json.dumps(measured, indent=2))
+    write_results(load_json(WORK / "study.json"), measured)
+
+
+def load_json(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 if __name__ == "__main__":
