@@ -213,6 +213,20 @@ def targets(models: dict, dpo_vs_sft: dict, card: dict, stages: dict, timings: d
     return rows
 
 
+def detector_line(scorecard: Path) -> str:
+    """The scorecard's refusal detector and its measured agreement with people."""
+    detector = json.loads(scorecard.read_text())["detector"]
+    measured = detector.get("measured", {})
+    lomo, own = measured.get("xstest_lomo", {}), measured.get("smollm2_own", {})
+    if not lomo:
+        return f"{detector['name']} (agreement with people not measured)"
+    return (
+        f"{detector['name']}, {lomo['binary_agreement']:.3f} binary agreement with XSTest's human labels "
+        f"leave-one-model-out, {own.get('binary_agreement', float('nan')):.2f} on {own.get('n', 0)} hand-labeled "
+        "SmolLM2 answers"
+    )
+
+
 def write_results(study_rows: list[dict] | None, measured: dict) -> None:
     import torch
     import transformers
@@ -233,7 +247,7 @@ def write_results(study_rows: list[dict] | None, measured: dict) -> None:
         f"transformers {transformers.__version__}, trl {trl.__version__}. Model: the embedded SmolLM2-135M-Instruct.",
         "",
         f"Data: `{HH.relative_to(REPO.parent)}` split once (seed {SPLIT_SEED}) into a train part (80%, "
-        f"{n_train}) and a held-out part (20%, {metrics['n_pairs']} "
+        f"{n_train} pairs) and a held-out part (20%, {metrics['n_pairs']} "
         "pairs); every choice below was made on the train part's own validation split, the held-out part is used "
         "for this report only. The experiments train on the first rows of the train part that fit the 30-minute "
         "budget (conf/experiment/).",
@@ -270,6 +284,9 @@ def write_results(study_rows: list[dict] | None, measured: dict) -> None:
         "",
         f"Subsets: {', '.join(a.split('.', 1)[1] for a in HELD_OUT_CARD)}; harmlessness scored by the trained reward "
         "model on the held-out pairs' prompts.",
+        "",
+        f"Refusal detector: {detector_line(WORK / 'heldout' / 'scorecard.json')}. A rate of 100 answers carries "
+        "about +-0.1 (95%), one of 50 about +-0.14.",
         "",
         "| arm | over-refusal (XSTest safe) | unsafe compliance | attack success | harmlessness score "
         "| win rate vs base | mean tokens |",
