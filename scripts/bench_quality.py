@@ -129,32 +129,46 @@ def study(train: Path) -> list[dict]:
 HELD_OUT_CARD = ["scorecard.n_safe=100", "scorecard.n_unsafe=50", "scorecard.attack_prompts=10", "scorecard.n_data=40"]
 
 
-def experiments(train: Path, held_out: Path) -> dict:
-    folder = WORK / "runs"
-    timings = {}
-    for experiment in ("hh_dpo_smollm2", "hh_ppo_smollm2"):
-        args = ["recipes/pipeline.py", f"+experiment={experiment}", *data_args(train), f"hydra.run.dir={folder}"]
-        timings[experiment] = {"command": "python " + " ".join(args), "seconds": run(args, WORK / "runs.log")}
-    from trl_ext.stages.evaluation import log_history
+RUNS = WORK / "runs"
+MODELS = {name: RUNS / name for name in ("sft", "dpo", "ppo", "reward")}
 
-    models = {name: folder / name for name in ("sft", "dpo", "ppo", "reward")}
+
+def timed(name: str, args: list[str], log: Path) -> None:
+    """Run one command and add its wall time to outputs/quality/timings.json (kept across reruns)."""
+    path = WORK / "timings.json"
+    seconds = run(args, log)
+    timings = load_json(path) or {}
+    timings[name] = {"command": "python " + " ".join(args), "seconds": seconds}
+    path.write_text(json.dumps(timings, indent=2))
+
+
+def experiments(train: Path, held_out: Path) -> None:
+    for experiment in ("hh_dpo_smollm2", "hh_ppo_smollm2"):
+        args = ["recipes/pipeline.py", f"+experiment={experiment}", *data_args(train), f"hydra.run.dir={RUNS}"]
+        timed(experiment, args, WORK / "runs.log")
     # Every model against the base model, with the scorecard; then DPO against its own reference, the SFT model.
     args = ["recipes/eval.py", "model=smollm2", *data_args(held_out, eval_size="all"), *HELD_OUT_CARD]
-    args += [f"+models.{name}={path}" for name, path in models.items()] + [f"hydra.run.dir={WORK / 'heldout'}"]
-    timings["held-out evaluation"] = {"command": "python " + " ".join(args), "seconds": run(args, WORK / "eval.log")}
-    args = ["recipes/eval.py", "model=pretrained", f"model.path={models['sft']}", "model.name=sft"]
-    args += [*data_args(held_out, eval_size="all"), "scorecard.enabled=false", f"+models.dpo={models['dpo']}"]
+    args += [f"+models.{name}={path}" for name, path in MODELS.items()] + [f"hydra.run.dir={WORK / 'heldout'}"]
+    timed("held-out evaluation", args, WORK / "eval.log")
+    args = ["recipes/eval.py", "model=pretrained", f"model.path={MODELS['sft']}", "model.name=sft"]
+    args += [*data_args(held_out, eval_size="all"), "scorecard.enabled=false", f"+models.dpo={MODELS['dpo']}"]
     args += [f"hydra.run.dir={WORK / 'heldout_dpo'}"]
-    timings["held-out DPO vs SFT"] = {"command": "python " + " ".join(args), "seconds": run(args, WORK / "eval.log")}
-    stages = {}
-    for name, path in models.items():
+    timed("held-out DPO vs SFT", args, WORK / "eval.log")
+
+
+def stages() -> dict:
+    """Each trained model's training time, peak memory and log history, from its folder."""
+    from trl_ext.stages.evaluation import log_history
+
+    out = {}
+    for name, path in MODELS.items():
         manifest = json.loads((path / "stage.json").read_text())
-        stages[name] = {
+        out[name] = {
             "seconds": stage_seconds(path),
             "peak_rss_gib": manifest["metrics"].get("peak_rss_gib"),
             "history": log_history(path) or [],
         }
-    return {"timings": timings, "stages": stages}
+    return out
 
 
 def accuracy_of(m: dict) -> tuple[float, float]:
@@ -166,7 +180,9 @@ def accuracy_of(m: dict) -> tuple[float, float]:
     raise KeyError(f"no accuracy in {sorted(m)}")
 
 
-def targets(models: dict, dpo_vs_sft: dict, card: dict, stages: dict, timings: dict) -> list[tuple[str, str, bool]]:
+def targets(
+    models: dict, dpo_vs_sft: dict | None, card: dict, stages: dict, timings: dict
+) -> list[tuple[str, str, bool]]:
     """Issue #18's targets against what was measured: (target, measured, met)."""
     from trl_ext.stages.evaluation import BAND_AID
 
@@ -177,12 +193,10 @@ def targets(models: dict, dpo_vs_sft: dict, card: dict, stages: dict, timings: d
             f"{accuracy_of(models['reward'])[0]:.3f}",
             accuracy_of(models["reward"])[0] >= 0.68,
         ),
-        (
-            "DPO implicit-reward accuracy >= 0.65 (reference: SFT)",
-            f"{accuracy_of(dpo_vs_sft)[0]:.3f}",
-            accuracy_of(dpo_vs_sft)[0] >= 0.65,
-        ),
     ]
+    dpo, reference = (dpo_vs_sft, "SFT") if dpo_vs_sft else (models["dpo"], "the base model; against SFT not run")
+    accuracy = accuracy_of(dpo)[0]
+    rows.append((f"DPO implicit-reward accuracy >= 0.65 (reference: {reference})", f"{accuracy:.3f}", accuracy >= 0.65))
     for arm in ("dpo", "ppo"):
         score, others = get(arm, "harmless_score"), (get("sft", "harmless_score"), get(BAND_AID, "harmless_score"))
         rows.append(
@@ -199,7 +213,7 @@ def targets(models: dict, dpo_vs_sft: dict, card: dict, stages: dict, timings: d
         length, sft = get(arm, "mean_tokens"), get("sft", "mean_tokens")
         rows.append((f"{arm} answer length <= 1.2x SFT's", f"{length:.1f} vs {sft:.1f} tokens", length <= 1.2 * sft))
     dpo_minutes = timings["hh_dpo_smollm2"]["seconds"] / 60  # it ran the SFT stage first
-    ppo_minutes = timings["hh_ppo_smollm2"]["seconds"] / 60 + stages["sft"]["seconds"] / 60  # SFT was shared
+    ppo_minutes = (timings["hh_ppo_smollm2"]["seconds"] + stages["sft"]["seconds"]) / 60  # it reused that SFT
     rows.append(("SFT -> DPO experiment <= 30 min", f"{dpo_minutes:.1f} min", dpo_minutes <= 30))
     rows.append(
         (
@@ -227,13 +241,14 @@ def detector_line(scorecard: Path) -> str:
     )
 
 
-def write_results(study_rows: list[dict] | None, measured: dict) -> None:
+def write_results(study_rows: list[dict] | None, timings: dict) -> None:
     import torch
     import transformers
     import trl
 
     metrics = json.loads((WORK / "heldout" / "metrics.json").read_text())
-    dpo_vs_sft = json.loads((WORK / "heldout_dpo" / "metrics.json").read_text())["models"]["dpo"]
+    dpo_vs_sft = (load_json(WORK / "heldout_dpo" / "metrics.json") or {}).get("models", {}).get("dpo")
+    measured = {"timings": timings, "stages": stages()}
     models, card = metrics["models"], metrics.get("scorecard", {})
     n_train = len((WORK / "data" / "train.jsonl").read_text().splitlines())
     from trl_ext.eval import plot_training  # loss and accuracy against steps, as in every report
@@ -272,10 +287,13 @@ def write_results(study_rows: list[dict] | None, measured: dict) -> None:
             f"| {name} ({m['kind']}) | {accuracy:.3f} | {margin:.3f} | {m.get('kl_proxy', 0.0):.3f} | "
             f"{m.get('gen_length', float('nan')):.1f} |"
         )
-    accuracy, margin = accuracy_of(dpo_vs_sft)
+    if dpo_vs_sft:
+        accuracy, margin = accuracy_of(dpo_vs_sft)
+        lines.append(
+            f"| dpo against its reference, the SFT model | {accuracy:.3f} | {margin:.3f} | "
+            f"{dpo_vs_sft.get('kl_proxy', 0.0):.3f} | {dpo_vs_sft.get('gen_length', float('nan')):.1f} |"
+        )
     lines += [
-        f"| dpo against its reference, the SFT model | {accuracy:.3f} | {margin:.3f} | "
-        f"{dpo_vs_sft.get('kl_proxy', 0.0):.3f} | {dpo_vs_sft.get('gen_length', float('nan')):.1f} |",
         "",
         "Policies: implicit-reward accuracy beta*log(pi/pi_ref) against the base model (the reference itself: "
         "log-likelihood accuracy); the reward model: accuracy of its scores.",
@@ -338,7 +356,7 @@ def main() -> None:
     args = parser.parse_args()
     os.chdir(REPO)
     if args.report:
-        write_results(load_json(WORK / "study.json"), load_json(WORK / "measured.json"))
+        write_results(load_json(WORK / "study.json"), load_json(WORK / "timings.json"))
         return
     if not HH.exists():
         raise SystemExit(f"{HH} not found: this benchmark needs the shared HH-RLHF file beside the project")
@@ -347,9 +365,8 @@ def main() -> None:
         (WORK / "study.json").write_text(json.dumps(study(train), indent=2))
     if args.study_only:
         return
-    measured = experiments(train, held_out)
-    (WORK / "measured.json").write_text(json.dumps(measured, indent=2))
-    write_results(load_json(WORK / "study.json"), measured)
+    experiments(train, held_out)
+    write_results(load_json(WORK / "study.json"), load_json(WORK / "timings.json"))
 
 
 def load_json(path: Path):
