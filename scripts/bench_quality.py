@@ -227,6 +227,26 @@ def targets(
     return rows
 
 
+def findings(card: dict) -> list[str]:
+    """What the scorecard says about the alignment tax and the band-aid, in words, from the figures."""
+    from trl_ext.stages.evaluation import BAND_AID
+
+    get = lambda arm, key: card.get(f"{arm}/{key}", float("nan"))  # noqa: E731
+    lines = []
+    for arm in ("sft", "dpo", "ppo"):
+        tax = get(arm, "over_refusal") - get("base", "over_refusal")
+        if tax > 0.05:
+            lines.append(
+                f"- {arm} refuses {get(arm, 'over_refusal'):.0%} of XSTest's safe prompts, {tax * 100:.0f} points more "
+                "than the base model: HH harmless-base's chosen answers are often evasive, and training on them "
+                "teaches evasion along with harmlessness."
+            )
+    best = min(("sft", "dpo", "ppo", BAND_AID), key=lambda arm: get(arm, "attack_success"))
+    attack = get(best, "attack_success"), get("base", "attack_success")
+    lines.append(f"- Lowest jailbreak success: {best} ({attack[0]:.3f}; the base model {attack[1]:.3f}).")
+    return ["What the scorecard shows:", "", *lines] if lines else []
+
+
 def detector_line(scorecard: Path) -> str:
     """The scorecard's refusal detector and its measured agreement with people."""
     detector = json.loads(scorecard.read_text())["detector"]
@@ -315,6 +335,7 @@ def write_results(study_rows: list[dict] | None, timings: dict) -> None:
         cells = [get("over_refusal"), get("unsafe_compliance"), get("attack_success"), get("harmless_score")]
         cells += [get("harmless_win_rate"), get("mean_tokens")]
         lines.append(f"| {arm} | " + " | ".join("n/a" if c is None else f"{c:.3f}" for c in cells) + " |")
+    lines += ["", *findings(card)]
     lines += [
         "",
         "Every answer and its label: `outputs/quality/heldout/scorecard.json`; the full report with plots: "
