@@ -158,3 +158,20 @@ def test_probe_on_our_hand_labeled_smollm2_answers(probe_detector):
     a = agreement(pred, gold)
     refused = [p for p, g in zip(pred, gold) if g != COMPLIANCE]
     assert a["binary_agreement"] >= 0.85 and sum(p != COMPLIANCE for p in refused) >= len(refused) // 2, a
+
+
+def test_drop_refusing_chosen_keeps_the_pairs_whose_chosen_answer_complies():
+    from datasets import Dataset
+
+    from trl_ext.eval import drop_refusing_chosen
+
+    def pair(chosen: str) -> dict:
+        return {
+            "prompt": [{"role": "user", "content": "How do I kill a Python process?"}],
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": "No idea."}],
+        }
+
+    answers = ["Use kill with its PID.", "I'm sorry, I can't help with that.", "Run `pkill python`.", "As an AI, no."]
+    kept, dropped = drop_refusing_chosen(Dataset.from_list([pair(a) for a in answers]), PhraseDetector())
+    assert dropped == 2 and [row["chosen"][-1]["content"] for row in kept] == [answers[0], answers[2]]

@@ -21,6 +21,25 @@ def test_dpo_stage_with_length_regularisation(tmp_path):
     assert out.makes == POLICY and json.loads((out.path / "stage.json").read_text())["config"]["rdpo_alpha"] == 0.01
 
 
+def test_drop_refusals_trains_without_refusing_chosen_answers_and_keeps_the_eval_split(tmp_path):
+    from trl_ext.config import node_kwargs
+    from trl_ext.data import load_preferences
+    from trl_ext.eval import PhraseDetector
+
+    cfg = compose("dpo", "+debug=default", "drop_refusals=phrases")
+    data, _ = load_preferences(**node_kwargs(cfg.data))
+    refusing = sum(
+        label != "compliance" for label in PhraseDetector()([r["chosen"][-1]["content"] for r in data["train"]])
+    )
+    assert refusing > 0  # the demo pairs include refusals
+    out = dpo.run(cfg, tmp_path)
+    report = json.loads((out.path / "data_report.json").read_text())
+    assert report["dropped_refusals"] == {"detector": "phrases", "train": refusing}
+    fitted = report["fitted_to_max_length"]  # every pair fitted: the eval split whole, the train split without them
+    assert sum(fitted["eval"].values()) == len(data["eval"])
+    assert sum(fitted["train"].values()) == len(data["train"]) - refusing
+
+
 def test_rlhf_pipeline_sft_rm_ppo(tmp_path):
     run_pipeline(
         tmp_path,

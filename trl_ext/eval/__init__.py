@@ -5,7 +5,7 @@ refusal detector it is labeled by, and the run report."""
 from trl_ext.eval.evaluate import evaluate_models, is_reward_model
 from trl_ext.eval.generation import generate_batched
 from trl_ext.eval.metrics import completion_logps, preference_metrics
-from trl_ext.eval.refusal import PhraseDetector, ProbeDetector, agreement, make_detector
+from trl_ext.eval.refusal import PhraseDetector, ProbeDetector, agreement, drop_refusing_chosen, make_detector
 from trl_ext.eval.report import plot_training, write_report
 from trl_ext.eval.scorecard import (
     Arm,
@@ -31,6 +31,7 @@ __all__ = [
     "PromptItem",
     "agreement",
     "completion_logps",
+    "drop_refusing_chosen",
     "evaluate_models",
     "generate_batched",
     "is_reward_model",

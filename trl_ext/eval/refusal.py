@@ -199,6 +199,18 @@ def make_detector(name: str = "probe") -> RefusalDetector:
     raise ConfigError(f"unknown refusal detector {name!r}: choose one of {DETECTORS}")
 
 
+def drop_refusing_chosen(pairs, detector: RefusalDetector):
+    """Preference pairs (a `datasets.Dataset` of conversational rows) without those whose chosen answer `detector`
+    reads as a full or partial refusal, and how many were dropped.
+
+    HH-RLHF's harmless-base prefers evasive answers often enough that training on them teaches evasion of harmless
+    requests too (XSTest's over-refusal); docs/results.md measures what dropping them does.
+    """
+    labels = detector([row["chosen"][-1]["content"] for row in pairs])
+    keep = [i for i, label in enumerate(labels) if not is_refusal(label)]
+    return pairs.select(keep), len(pairs) - len(keep)
+
+
 def agreement(predicted: Sequence[str], gold: Sequence[str]) -> dict[str, Any]:
     """Accuracy, binary agreement (compliance vs any refusal), per-class precision and recall, and the confusion
     matrix (`confusion[gold][predicted]` counts) of predicted labels against human ones."""

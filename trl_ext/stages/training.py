@@ -19,6 +19,7 @@ from trl_ext.config import node_kwargs, peft_config, to_dict, trainer_config
 from trl_ext.data import load_preferences, load_prompts
 from trl_ext.data.fitting import fit_turns
 from trl_ext.distributed import gathered_parameters, share_across_processes
+from trl_ext.eval import drop_refusing_chosen, make_detector
 from trl_ext.exceptions import ConfigError
 from trl_ext.guards import guard_non_finite
 from trl_ext.models import load_tokenizer, model_path
@@ -50,6 +51,14 @@ def train_stage(
         tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code)
         data, report = (load_prompts if prompts_only else load_preferences)(**node_kwargs(cfg.data))
         files = {"data_report.json": report.to_dict()}
+        detector = cfg.get("drop_refusals")
+        if detector and not prompts_only:  # the train split only: validation figures stay comparable
+            train_rows, dropped = drop_refusing_chosen(data["train"], make_detector(detector))
+            data = DatasetDict({**data, "train": train_rows})
+            files["data_report.json"]["dropped_refusals"] = {"detector": detector, "train": dropped}
+            logger.info("drop_refusals=%s: %d training pairs with a refusing chosen answer dropped", detector, dropped)
+            if not len(train_rows):
+                raise ConfigError(f"drop_refusals={detector}: every training pair's chosen answer is a refusal")
         max_length = cfg.get("trainer", {}).get("max_length")
         if not prompts_only and max_length:  # whole turns, not tokens, give way when a pair is too long
             fitted = {split: fit_turns(rows, tokenizer, max_length) for split, rows in data.items()}
