@@ -30,17 +30,27 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 HH = REPO.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.shared.jsonl.gz"
+XSTEST = REPO.parent / "shared" / "data" / "xstest" / "xstest_prompts.csv"  # the scorecard's default prompts
 WORK = Path("outputs/quality")  # relative to the repository (the script runs there), as the printed commands are
 SPLIT_SEED, HELD_OUT = 20261202, 0.2
-# The study, on the train part only: SFT once on its first STUDY_ROWS pairs, then each setting as one recipe from the
-# SFT model, scored on the last quarter of those pairs (the recipes' data.eval_size).
+# The study, on the train part only: SFT on its first STUDY_ROWS pairs (as conf/sft.yaml has it, and again without the
+# pairs whose chosen answer is a refusal), then each setting as one recipe from one of them or from the base model,
+# scored on the last quarter of those pairs (the recipes' data.eval_size); then every policy's behaviour scorecard.
 STUDY_ROWS = 400
-STUDY = [
-    ("dpo: defaults (beta 0.1, LoRA r16, lr 5e-5)", "dpo", []),
-    ("dpo: beta 0.3", "dpo", ["trainer.beta=0.3"]),
-    ("dpo: lr 2e-4", "dpo", ["trainer.learning_rate=2.0e-4"]),
-    ("rm: defaults (LoRA r16, lr 1e-4, 2 epochs)", "reward", []),
+STUDY_SFT = {"sft": [], "sft_no_refusals": ["drop_refusals=probe"]}
+LR, DROP = "trainer.learning_rate=2.0e-4", "drop_refusals=probe"
+STUDY = [  # (key: folder and scorecard arm, what it is, recipe, overrides, start: a STUDY_SFT key or "base")
+    ("dpo_defaults", "dpo: defaults (beta 0.1, LoRA r16, lr 5e-5)", "dpo", [], "sft"),
+    ("dpo_beta03", "dpo: beta 0.3", "dpo", ["trainer.beta=0.3"], "sft"),
+    ("dpo_lr2e4", "dpo: lr 2e-4", "dpo", [LR], "sft"),
+    ("dpo_lr2e4_drop", "dpo: lr 2e-4, drop_refusals=probe", "dpo", [LR, DROP], "sft"),
+    ("dpo_lr2e4_drop_both", "dpo: lr 2e-4, drop_refusals=probe in SFT and DPO", "dpo", [LR, DROP], "sft_no_refusals"),
+    ("dpo_lr2e4_no_sft", "dpo: lr 2e-4, no SFT first", "dpo", [LR], "base"),
+    ("rm", "rm: defaults (LoRA r16, lr 1e-4, 2 epochs)", "reward", [], "sft"),
 ]
+# The study's scorecard: XSTest prompts the held-out report does not use (HELD_OUT_CARD's subsets are set aside),
+# the study's validation prompts for harmlessness, scored by the study's reward model.
+STUDY_CARD = ["scorecard.n_safe=60", "scorecard.n_unsafe=30", "scorecard.attack_prompts=5", "scorecard.n_data=20"]
 # Why the experiments' settings are what they are (docs/results.md prints this under the study's table).
 STUDY_NOTES = [
     "Times are those of each stage's last process: a stage resumed after an interruption counts only what ran after "
@@ -102,13 +112,13 @@ def stage_seconds(folder: Path) -> float:
 
 def study(train: Path) -> list[dict]:
     rows = data_args(train, max_rows=STUDY_ROWS, eval_size=0.25)
-    sft_dir = WORK / "study" / "sft"
-    run(["recipes/sft.py", *rows, f"hydra.run.dir={sft_dir}"], WORK / "study.log")
+    for key, overrides in STUDY_SFT.items():
+        run(["recipes/sft.py", *rows, *overrides, f"hydra.run.dir={WORK / 'study' / key}"], WORK / "study.log")
     results = []
-    for name, recipe, overrides in STUDY:
-        folder = WORK / "study" / name.split(" (")[0].replace(": ", "_").replace(" ", "_")
-        start = ["model=pretrained", f"model.path={sft_dir / 'sft'}"]
-        args = [f"recipes/{recipe}.py", *start, *rows, *overrides, f"hydra.run.dir={folder}"]
+    for key, name, recipe, overrides, start in STUDY:
+        folder = WORK / "study" / key
+        model = ["model=smollm2"] if start == "base" else ["model=pretrained", f"model.path={STUDY_MODELS[start]}"]
+        args = [f"recipes/{recipe}.py", *model, *rows, *overrides, f"hydra.run.dir={folder}"]
         run(args, WORK / "study.log")
         metrics = json.loads((folder / recipe / "metrics.json").read_text())
         keys = (
@@ -119,10 +129,51 @@ def study(train: Path) -> list[dict]:
         accuracy, margin = (metrics[k] for k in keys)
         seconds = stage_seconds(folder / recipe)
         command = "python " + " ".join(args)
-        results.append({"name": name, "command": command, "accuracy": accuracy, "margin": margin, "seconds": seconds})
+        results.append(
+            {"key": key, "name": name, "recipe": recipe, "start": start, "command": command}
+            | {"accuracy": accuracy, "margin": margin, "seconds": seconds}
+        )
         print(f"  {name}: validation accuracy {accuracy:.3f} ({seconds / 60:.1f} min)", flush=True)
         (WORK / "study.json").write_text(json.dumps(results, indent=2))
+    study_card(rows, [r for r in results if r["recipe"] == "dpo"])
     return results
+
+
+STUDY_MODELS = {key: WORK / "study" / key / "sft" for key in STUDY_SFT}
+
+
+def study_prompts(source: Path = XSTEST, path: Path = WORK / "data" / "xstest_study.csv") -> Path:
+    """XSTest without the prompts of the held-out report's scorecard (written to `path`): the study must not choose
+    on those."""
+    import csv
+
+    from trl_ext.eval.scorecard import load_prompt_list, split_by_label, subsample
+
+    safe, unsafe = split_by_label(load_prompt_list(source))
+    card = dict(a.split("=", 1) for a in HELD_OUT_CARD)
+    held_out = {i.id for i in subsample(safe, int(card["scorecard.n_safe"]))}
+    held_out |= {i.id for i in subsample(unsafe, int(card["scorecard.n_unsafe"]))}
+    with open(source, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [row for row in reader if row["id"] not in held_out]
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=reader.fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def study_card(rows: list[str], policies: list[dict]) -> None:
+    """The behaviour scorecard of the base model, the system prompt, both SFT models and every studied policy, on the
+    study's validation split and XSTest prompts the held-out report leaves out; harmlessness by the study's reward
+    model (outputs/quality/study/card: metrics.json, report.md, every answer in scorecard.json)."""
+    folder = WORK / "study" / "card"
+    args = ["recipes/eval.py", "model=smollm2", *rows, f"scorecard.prompts={study_prompts()}", *STUDY_CARD]
+    args += [f"+models.{key}={path}" for key, path in STUDY_MODELS.items()]
+    args += [f"+models.{r['key']}={WORK / 'study' / r['key'] / 'dpo'}" for r in policies]
+    args += [f"+models.rm={WORK / 'study' / 'rm' / 'reward'}", f"hydra.run.dir={folder}"]
+    if not (folder / "metrics.json").exists():
+        run(args, WORK / "study.log")
 
 
 # The held-out scorecard: larger subsets than a run's default (docs/evaluation.md), smaller than all of XSTest.
@@ -353,26 +404,65 @@ def write_results(study_rows: list[dict] | None, timings: dict) -> None:
     lines += ["| stage | training + validation time | peak resident memory |", "|---|---|---|"]
     for name, st in measured["stages"].items():
         lines.append(f"| {name} | {st['seconds'] / 60:.1f} min | {st['peak_rss_gib']:.2f} GiB |")
-    if study_rows:
-        lines += ["", f"## The study (train part only: its first {STUDY_ROWS} pairs, 25% of them for validation)", ""]
-        lines += ["From one SFT model (conf/sft.yaml's defaults on the same pairs).", ""]
-        lines += [
-            "| setting | validation accuracy | validation margin | training + validation time |",
-            "|---|---|---|---|",
-        ]
-        lines += [
-            f"| {r['name']} | {r['accuracy']:.3f} | {r.get('margin', float('nan')):.3f} | {r['seconds'] / 60:.1f} min |"
-            for r in study_rows
-        ]
-        lines += ["", *STUDY_NOTES]
+    lines += study_section(study_rows) if study_rows else []
     (REPO / "docs" / "results.md").write_text("\n".join(lines) + "\n")
     print((REPO / "docs" / "results.md").read_text())
+
+
+STUDY_HEADING = "## The study"
+CARD_MEASURES = (("over_refusal", "over-refusal"), ("unsafe_compliance", "unsafe compliance"))
+CARD_MEASURES += (("attack_success", "attack success"), ("harmless_score", "harmlessness"), ("mean_tokens", "tokens"))
+
+
+def study_section(study_rows: list[dict]) -> list[str]:
+    card = load_json(WORK / "study" / "card" / "metrics.json") or {}
+    card = card.get("scorecard", {})
+    lines = ["", f"{STUDY_HEADING} (train part only: its first {STUDY_ROWS} pairs, 25% of them for validation)", ""]
+    lines += [
+        "Each setting is one recipe from the SFT model (conf/sft.yaml's defaults on the same pairs), from the SFT "
+        "model trained without the pairs whose chosen answer is a refusal, or from the base model, as its row "
+        "says. Then one behaviour scorecard of every policy on XSTest prompts the held-out report does not use "
+        f"({', '.join(a.split('.', 1)[1] for a in STUDY_CARD)}), harmlessness by the study's reward model on the "
+        "validation split's prompts.",
+        "",
+        "| setting | validation accuracy | validation margin | time | "
+        + " | ".join(label for _, label in CARD_MEASURES)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(CARD_MEASURES),
+    ]
+
+    def cells(arm: str) -> str:
+        values = [card.get(f"{arm}/{measure}") for measure, _ in CARD_MEASURES]
+        return " | ".join("" if v is None else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}" for v in values)
+
+    from trl_ext.stages.evaluation import BAND_AID
+
+    for arm, name in (("base", "base model"), (BAND_AID, "base model + system prompt"), *STUDY_SFT_NAMES.items()):
+        if any(k.startswith(f"{arm}/") for k in card):
+            lines.append(f"| {name} | | | | {cells(arm)} |")
+    for r in study_rows:
+        figures = f"{r['accuracy']:.3f} | {r.get('margin', float('nan')):.3f} | {r['seconds'] / 60:.1f} min"
+        lines.append(f"| {r['name']} | {figures} | {cells(r.get('key', ''))} |")
+    return [*lines, "", *STUDY_NOTES]
+
+
+STUDY_SFT_NAMES = {"sft": "sft (the start of most rows)", "sft_no_refusals": "sft, drop_refusals=probe"}
+
+
+def rewrite_study_section(study_rows: list[dict]) -> None:
+    """Only the study's section of docs/results.md, the rest as it is (for --study-only)."""
+    path = REPO / "docs" / "results.md"
+    text = path.read_text()
+    head = text[: text.index(STUDY_HEADING)].rstrip("\n") if STUDY_HEADING in text else text.rstrip("\n")
+    path.write_text(head + "\n" + "\n".join(study_section(study_rows)) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", action="store_true", help="run the study of the defaults first")
-    parser.add_argument("--study-only", action="store_true", help="only the split and the study")
+    parser.add_argument(
+        "--study-only", action="store_true", help="only the split and the study (rewrites the study's section)"
+    )
     parser.add_argument("--report", action="store_true", help="only rewrite docs/results.md from the saved outputs")
     args = parser.parse_args()
     os.chdir(REPO)
@@ -385,6 +475,7 @@ def main() -> None:
     if args.study or args.study_only:
         (WORK / "study.json").write_text(json.dumps(study(train), indent=2))
     if args.study_only:
+        rewrite_study_section(load_json(WORK / "study.json"))
         return
     experiments(train, held_out)
     write_results(load_json(WORK / "study.json"), load_json(WORK / "timings.json"))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import HH_FILE, compose, needs_hh, recipe
+from tests.conftest import HH_FILE, REPO, SHARED_DATA, compose, needs_hh, recipe
 from trl_ext.stages.evaluation import log_history
 from trl_ext.stages.pipeline import stage_config
 
@@ -36,6 +36,33 @@ def test_command_line_overrides_win_over_the_experiment():
     assert cfg.dpo.trainer.beta == 0.05
     assert (cfg.data.name, cfg.data.path) == ("local", "x.jsonl")
     assert cfg.data.max_rows == compose("pipeline", "+experiment=hh_dpo_smollm2").data.max_rows  # kept
+
+
+XSTEST = SHARED_DATA / "xstest" / "xstest_prompts.csv"
+
+
+@pytest.mark.skipif(not XSTEST.exists(), reason=f"shared XSTest prompts not found at {XSTEST}")
+def test_the_study_scorecard_never_sees_the_held_out_reports_prompts(tmp_path, monkeypatch):
+    """scripts/bench_quality.py chooses settings by a scorecard on XSTest prompts; the held-out report's scorecard
+    (the same file, subsets taken as recipes/eval.py takes them) must not be among them."""
+    from trl_ext.eval.scorecard import load_prompt_list, run_from_config
+
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_quality
+
+    study = {item.prompt for item in load_prompt_list(bench_quality.study_prompts(XSTEST, tmp_path / "study.csv"))}
+    card = dict(override.removeprefix("scorecard.").split("=") for override in bench_quality.HELD_OUT_CARD)
+    settings = {"prompts": str(XSTEST), **{name: int(value) for name, value in card.items()}}
+    held_out = []  # the prompts the held-out report's scorecard takes from the same settings
+
+    def scorecard(arms, reference, safe, unsafe, *args, **kwargs):
+        held_out.extend(safe + unsafe)
+
+    monkeypatch.setattr("trl_ext.eval.scorecard.run_scorecard", scorecard)
+    run_from_config(settings, {}, {}, "base")
+    assert len(held_out) == settings["n_safe"] + settings["n_unsafe"]
+    assert not study & {item.prompt for item in held_out}
+    assert len(study) + len(held_out) == len(load_prompt_list(XSTEST))  # the rest of XSTest is the study's
 
 
 @pytest.mark.slow
