@@ -50,7 +50,9 @@ STUDY = [  # (key: folder and scorecard arm, what it is, recipe, overrides, star
 ]
 # The study's scorecard: XSTest prompts the held-out report does not use (HELD_OUT_CARD's subsets are set aside),
 # the study's validation prompts for harmlessness, scored by the study's reward model.
-STUDY_CARD = ["scorecard.n_safe=60", "scorecard.n_unsafe=30", "scorecard.attack_prompts=5", "scorecard.n_data=20"]
+STUDY_CARD = ["scorecard.n_safe=50", "scorecard.n_unsafe=25", "scorecard.attack_prompts=0", "scorecard.n_data=20"]
+# Its policies: the starts and the data at the experiment's learning rate (the CPU budget leaves out the others).
+STUDY_CARD_POLICIES = ("dpo_lr2e4", "dpo_lr2e4_drop", "dpo_lr2e4_drop_both", "dpo_lr2e4_no_sft")
 # Why the experiments' settings are what they are (docs/results.md prints this under the study's table).
 STUDY_NOTES = [
     "Times are those of each stage's last process: a stage resumed after an interruption counts only what ran after "
@@ -135,7 +137,7 @@ def study(train: Path) -> list[dict]:
         )
         print(f"  {name}: validation accuracy {accuracy:.3f} ({seconds / 60:.1f} min)", flush=True)
         (WORK / "study.json").write_text(json.dumps(results, indent=2))
-    study_card(rows, [r for r in results if r["recipe"] == "dpo"])
+    study_card(rows, [r for r in results if r["key"] in STUDY_CARD_POLICIES])
     return results
 
 
@@ -411,7 +413,7 @@ def write_results(study_rows: list[dict] | None, timings: dict) -> None:
 
 STUDY_HEADING = "## The study"
 CARD_MEASURES = (("over_refusal", "over-refusal"), ("unsafe_compliance", "unsafe compliance"))
-CARD_MEASURES += (("attack_success", "attack success"), ("harmless_score", "harmlessness"), ("mean_tokens", "tokens"))
+CARD_MEASURES += (("harmless_score", "harmlessness"), ("mean_tokens", "tokens"))
 
 
 def study_section(study_rows: list[dict]) -> list[str]:
