@@ -50,7 +50,7 @@ STUDY = [  # (key: folder and scorecard arm, what it is, recipe, overrides, star
 ]
 # The study's scorecard: XSTest prompts the held-out report does not use (HELD_OUT_CARD's subsets are set aside),
 # the study's validation prompts for harmlessness, scored by the study's reward model.
-STUDY_CARD = ["scorecard.n_safe=50", "scorecard.n_unsafe=25", "scorecard.attack_prompts=0", "scorecard.n_data=20"]
+STUDY_CARD = ["scorecard.n_safe=50", "scorecard.n_unsafe=25", "scorecard.attack_prompts=5", "scorecard.n_data=20"]
 # Its policies: the starts and the data at the experiment's learning rate (the CPU budget leaves out the others).
 STUDY_CARD_POLICIES = ("dpo_lr2e4", "dpo_lr2e4_drop", "dpo_lr2e4_drop_both", "dpo_lr2e4_no_sft")
 # Why the experiments' settings are what they are (docs/results.md prints this under the study's table).
@@ -67,8 +67,13 @@ STUDY_NOTES = [
     "PPO on this CPU.",
     "- max_length 256: HH prompts are multi-turn; the earliest whole turns give way until the prompt and the longer "
     "answer fit (about 30% of prompts shortened, counted in each stage's data_report.json).",
+    "- drop_refusals=probe drops 31 of the 300 training pairs (10%). Its DPO validation accuracy is lower (0.625 "
+    "against 0.663; 0.577 with the SFT stage trained without them too), likely because the validation split keeps its "
+    "pairs with a refusing chosen answer. DPO straight from the base model reaches "
+    "0.635. Whether dropping them lowers over-refusal is the study scorecard's question; when it has not run, its "
+    "columns are empty and the experiments keep the pairs.",
     "- Not studied, for the CPU budget: LoRA rank and targets, full fine-tuning for DPO, loss types (ipo, R-DPO), "
-    "DPO without SFT first, full fine-tuning for the reward model.",
+    "full fine-tuning for the reward model.",
 ]
 
 
@@ -413,7 +418,7 @@ def write_results(study_rows: list[dict] | None, timings: dict) -> None:
 
 STUDY_HEADING = "## The study"
 CARD_MEASURES = (("over_refusal", "over-refusal"), ("unsafe_compliance", "unsafe compliance"))
-CARD_MEASURES += (("harmless_score", "harmlessness"), ("mean_tokens", "tokens"))
+CARD_MEASURES += (("attack_success", "attack success"), ("harmless_score", "harmlessness"), ("mean_tokens", "tokens"))
 
 
 def study_section(study_rows: list[dict]) -> list[str]:
