@@ -38,6 +38,8 @@ SPLIT_SEED, HELD_OUT = 20261202, 0.2
 # scored on the last quarter of those pairs (the recipes' data.eval_size); then every policy's behaviour scorecard.
 STUDY_ROWS = 400
 STUDY_SFT = {"sft": [], "sft_no_refusals": ["drop_refusals=probe"]}
+STUDY_SFT_NAMES = {"sft": "sft (the start of most rows)", "sft_no_refusals": "sft, drop_refusals=probe"}
+STUDY_MODELS = {key: WORK / "study" / key / "sft" for key in STUDY_SFT}
 LR, DROP = "trainer.learning_rate=2.0e-4", "drop_refusals=probe"
 STUDY = [  # (key: folder and scorecard arm, what it is, recipe, overrides, start: a STUDY_SFT key or "base")
     ("dpo_defaults", "dpo: defaults (beta 0.1, LoRA r16, lr 5e-5)", "dpo", [], "sft"),
@@ -146,9 +148,6 @@ def study(train: Path) -> list[dict]:
     return results
 
 
-STUDY_MODELS = {key: WORK / "study" / key / "sft" for key in STUDY_SFT}
-
-
 def study_prompts(source: Path = XSTEST, path: Path = WORK / "data" / "xstest_study.csv") -> Path:
     """XSTest without the prompts of the held-out report's scorecard (written to `path`): the study must not choose
     on those."""
@@ -171,7 +170,7 @@ def study_prompts(source: Path = XSTEST, path: Path = WORK / "data" / "xstest_st
 
 
 def study_card(rows: list[str], policies: list[dict]) -> None:
-    """The behaviour scorecard of the base model, the system prompt, both SFT models and every studied policy, on the
+    """The behaviour scorecard of the base model, the system prompt, both SFT models and `policies`, on the
     study's validation split and XSTest prompts the held-out report leaves out; harmlessness by the study's reward
     model (outputs/quality/study/card: metrics.json, report.md, every answer in scorecard.json)."""
     folder = WORK / "study" / "card"
@@ -428,7 +427,8 @@ def study_section(study_rows: list[dict]) -> list[str]:
     lines += [
         "Each setting is one recipe from the SFT model (conf/sft.yaml's defaults on the same pairs), from the SFT "
         "model trained without the pairs whose chosen answer is a refusal, or from the base model, as its row "
-        "says. Then one behaviour scorecard of every policy on XSTest prompts the held-out report does not use "
+        "says. Then one behaviour scorecard of both SFT models and the lr 2e-4 policies on XSTest prompts the "
+        "held-out report does not use "
         f"({', '.join(a.split('.', 1)[1] for a in STUDY_CARD)}), harmlessness by the study's reward model on the "
         "validation split's prompts.",
         "",
@@ -449,11 +449,8 @@ def study_section(study_rows: list[dict]) -> list[str]:
             lines.append(f"| {name} | | | | {cells(arm)} |")
     for r in study_rows:
         figures = f"{r['accuracy']:.3f} | {r.get('margin', float('nan')):.3f} | {r['seconds'] / 60:.1f} min"
-        lines.append(f"| {r['name']} | {figures} | {cells(r.get('key', ''))} |")
+        lines.append(f"| {r['name']} | {figures} | {cells(r['key'])} |")
     return [*lines, "", *STUDY_NOTES]
-
-
-STUDY_SFT_NAMES = {"sft": "sft (the start of most rows)", "sft_no_refusals": "sft, drop_refusals=probe"}
 
 
 def rewrite_study_section(study_rows: list[dict]) -> None:

@@ -274,3 +274,6 @@ def test_run_from_config_nodes(tmp_path, tiny_path, prompt_file):
     assert (counts["safe"], counts["unsafe"], counts["attack_prompts"], counts["data"]) == (3, 2, 1, 1)
     assert counts["attack_templates"] == settings["templates"] and counts["per_arm"] == 3 + 2 + 3 + 1
     assert "harmless assistant" in card["arms"]["base + system prompt"]["rendered_example"]
+    settings["attack_prompts"] = 0  # no jailbreak set, though the config names templates
+    counts = run_from_config(settings, templates, {"base": Arm(tiny_path)}, tiny_path, root=tmp_path)["counts"]
+    assert (counts["attack_prompts"], counts["attack_templates"], counts["per_arm"]) == (0, [], 3 + 2)

@@ -208,8 +208,8 @@ def run_scorecard(
 
     Arms sharing a path are answered with one loaded model (the band-aid arm reuses the base weights); models are
     loaded one at a time, then the reference once for the KL proxy. `attack_prompts`: how many of the unsafe
-    prompts are wrapped in each template (None: all). `baseline`: the arm harmlessness win rates are against
-    (default: the arm with the reference's path and no system prompt). Returns the card `write_scorecard` saves.
+    prompts are wrapped in each template (None: all; 0: no attacks). `baseline`: the arm harmlessness win rates are
+    against (default: the arm with the reference's path and no system prompt). Returns the card `write_scorecard` saves.
     """
     from trl_ext.models import load_policy, load_tokenizer
 
@@ -217,6 +217,8 @@ def run_scorecard(
         raise ConfigError("run_scorecard needs at least one arm")
     safe_items, unsafe_items = _as_items(safe, SAFE), _as_items(unsafe, UNSAFE)
     attack_items = unsafe_items if attack_prompts is None else unsafe_items[:attack_prompts]
+    if attack_prompts == 0:  # no jailbreak set, whatever templates come with the config
+        attacks = []
     for attack in attacks:
         if PLACEHOLDER not in attack.template:
             raise ConfigError(f"attack template {attack.name!r} has no {PLACEHOLDER} placeholder for the request")
