@@ -71,9 +71,15 @@ STUDY_NOTES = [
     "answer fit (about 30% of prompts shortened, counted in each stage's data_report.json).",
     "- drop_refusals=probe drops 31 of the 300 training pairs (10%). Its DPO validation accuracy is lower (0.625 "
     "against 0.663; 0.577 with the SFT stage trained without them too), likely because the validation split keeps its "
-    "pairs with a refusing chosen answer. DPO straight from the base model reaches "
-    "0.635. Whether dropping them lowers over-refusal is the study scorecard's question; when it has not run, its "
-    "columns are empty and the experiments keep the pairs.",
+    "pairs with a refusing chosen answer. DPO straight from the base model reaches 0.635.",
+    "- The scorecard (50 safe prompts: a rate carries about +-0.14; 25 unsafe: +-0.2): DPO at lr 2e-4 declines more "
+    "unsafe requests than SFT (compliance 0.72 against 0.96) and refuses more safe ones (0.18 against 0.06; the base "
+    "model 0.04): the evasion HH's chosen answers teach. Without the refusing chosen answers DPO refuses fewer safe "
+    "prompts (0.12) with the best harmlessness score of the DPO rows (-0.977 against -1.032); dropping them in SFT "
+    "as well declines the most unsafe requests (compliance 0.44) at 0.16 over-refusal. DPO from the base model keeps "
+    "the base model's over-refusal (0.04) but hardly changes its behaviour (unsafe compliance 0.92). No DPO row "
+    "scores above SFT's -0.953 by the study's reward model. The differences are inside one scorecard's noise, so the "
+    "experiments keep every pair; `dpo.drop_refusals=probe` is the setting to try first against over-refusal.",
     "- Not studied, for the CPU budget: LoRA rank and targets, full fine-tuning for DPO, loss types (ipo, R-DPO), "
     "full fine-tuning for the reward model.",
 ]
