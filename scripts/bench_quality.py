@@ -10,7 +10,7 @@ SmolLM2-135M-Instruct, measured on a held-out part no choice was made on; writes
    model on the held-out part (preference accuracy, reward-model accuracy, the behaviour scorecard).
 
     python scripts/bench_quality.py            # split, experiments, held-out evaluation, docs/results.md
-    python scripts/bench_quality.py --study    # the study first (adds its table to docs/results.md)
+    python scripts/bench_quality.py --study    # the study first (without it, docs/results.md keeps the last study)
 
 Each run is an ordinary recipe command (printed, and written into docs/results.md), so it resumes where it stopped and
 skips what is complete: rerunning after an interruption costs only what was not finished.
@@ -416,9 +416,18 @@ def write_results(study_rows: list[dict] | None, timings: dict) -> None:
     lines += ["| stage | training + validation time | peak resident memory |", "|---|---|---|"]
     for name, st in measured["stages"].items():
         lines.append(f"| {name} | {st['seconds'] / 60:.1f} min | {st['peak_rss_gib']:.2f} GiB |")
-    lines += study_section(study_rows) if study_rows else []
-    (REPO / "docs" / "results.md").write_text("\n".join(lines) + "\n")
-    print((REPO / "docs" / "results.md").read_text())
+    path = REPO / "docs" / "results.md"
+    path.write_text("\n".join(lines + study_lines(study_rows, path.read_text() if path.exists() else "")) + "\n")
+    print(path.read_text())
+
+
+def study_lines(study_rows: list[dict] | None, last_report: str) -> list[str]:
+    """The study's section: from this run's rows, else the last report's as it was (the study is rerun on request)."""
+    if study_rows:
+        return study_section(study_rows)
+    if STUDY_HEADING in last_report:
+        return ["", last_report[last_report.index(STUDY_HEADING) :].rstrip("\n")]
+    return []
 
 
 STUDY_HEADING = "## The study"

@@ -65,6 +65,16 @@ def test_the_study_scorecard_never_sees_the_held_out_reports_prompts(tmp_path, m
     assert len(study) + len(held_out) == len(load_prompt_list(XSTEST))  # the rest of XSTest is the study's
 
 
+def test_a_report_without_the_study_keeps_the_last_study_section(monkeypatch):
+    """The study takes hours and only `--study` reruns it: the plain report must not drop its table."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_quality
+
+    last = "# Results\n\n## Targets\n\n| a |\n\n## The study (train part only)\n\n| dpo | 0.663 |\n\nwhy\n"
+    assert bench_quality.study_lines(None, last) == ["", "## The study (train part only)\n\n| dpo | 0.663 |\n\nwhy"]
+    assert bench_quality.study_lines(None, "# Results\n\n## Targets\n") == []  # never studied: no section
+
+
 @pytest.mark.slow
 @needs_hh
 def test_dpo_experiment_runs_on_a_small_slice_of_hh(tmp_path):
