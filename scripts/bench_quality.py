@@ -33,6 +33,9 @@ HH = REPO.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.shared.js
 XSTEST = REPO.parent / "shared" / "data" / "xstest" / "xstest_prompts.csv"  # the scorecard's default prompts
 WORK = Path("outputs/quality")  # relative to the repository (the script runs there), as the printed commands are
 SPLIT_SEED, HELD_OUT = 20261202, 0.2
+# The study trains on the train part less STUDY_VAL pairs and validates on those (the same pairs for every setting)
+STUDY_VAL = 300
+STUDY_TRAIN_FILE, STUDY_VAL_FILE = WORK / "data" / "study_train.jsonl", WORK / "data" / "study_val.jsonl"
 # The study, on the train part only: SFT on its first STUDY_ROWS pairs (as conf/sft.yaml has it, and again without the
 # pairs whose chosen answer is a refusal), then each setting as one recipe from one of them or from the base model,
 # scored on the last quarter of those pairs (the recipes' data.eval_size); then every policy's behaviour scorecard.
@@ -111,6 +114,13 @@ def split() -> tuple[Path, Path]:
             path.write_text("".join(json.dumps({k: row[k] for k in keep}) + "\n" for row in rows))
         kept, n_train, n_held = report.kept, len(data["train"]), len(data["eval"])
         print(f"split {kept} usable of {report.rows} pairs: {n_train} train, {n_held} held out")
+    if not STUDY_VAL_FILE.exists():  # the study's own validation pairs, from the train part only
+        from trl_ext.data.loading import split_train_eval
+
+        rows = [json.loads(line) for line in train.read_text().splitlines()]
+        parts = split_train_eval(rows, STUDY_VAL, SPLIT_SEED)
+        for path, part in ((STUDY_TRAIN_FILE, parts["train"]), (STUDY_VAL_FILE, parts["eval"])):
+            path.write_text("".join(json.dumps(row) + "\n" for row in part))
     return train, held_out
 
 

@@ -47,6 +47,26 @@ def test_a_held_out_file_is_all_eval(tmp_path):
         load_preferences("demo", eval_size="most")
 
 
+def test_an_eval_path_is_the_eval_split_and_every_row_of_path_trains(tmp_path):
+    rows = [{**GOOD, "prompt": f"question {i}"} for i in range(8)]
+    train, held_out = write_jsonl(tmp_path / "train.jsonl", rows[:5]), write_jsonl(tmp_path / "val.jsonl", rows[5:])
+    data, report = load_preferences(train, eval_path=held_out, max_rows=4, eval_size=0.5)  # eval_size unused
+    prompts = lambda split: [row["prompt"][0]["content"] for row in data[split]]  # noqa: E731
+    assert prompts("train") == [f"question {i}" for i in range(4)]  # max_rows limits the training source only
+    assert prompts("eval") == [f"question {i}" for i in range(5, 8)]  # whole, in file order
+    assert (report.rows, report.kept) == (7, 7) and "val.jsonl" in report.source
+
+
+def test_a_bad_row_of_the_eval_path_is_named_or_skipped_and_counted(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", [GOOD, GOOD])
+    held_out = write_jsonl(tmp_path / "val.jsonl", [GOOD, {**GOOD, "chosen": ""}])
+    with pytest.raises(DataError, match=r"val\.jsonl:line 2"):
+        load_preferences(train, eval_path=held_out)
+    data, report = load_preferences(train, eval_path=held_out, on_invalid="skip")
+    assert (len(data["train"]), len(data["eval"]), report.rows, report.kept) == (2, 1, 4, 3)
+    assert sum(report.problems.values()) == 1
+
+
 def test_split_is_deterministic_and_seeded(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [{**GOOD, "prompt": str(i)} for i in range(50)])
     first = load_preferences(path, eval_size=0.2, seed=1)[0]["eval"]["prompt"]

@@ -70,6 +70,36 @@ def test_peft_groups():
     assert "score" in peft_config(make("reward").peft, task_type="SEQ_CLS").modules_to_save
 
 
+BLOCK_LINEARS = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+
+
+@pytest.mark.parametrize("task_type", ["CAUSAL_LM", "SEQ_CLS"])
+def test_top_layers_adapts_only_the_last_blocks(tiny_path, tiny_tokenizer, task_type):
+    from peft import get_peft_model
+
+    from trl_ext.models import load_policy, load_reward_model
+
+    model = (load_reward_model if task_type == "SEQ_CLS" else load_policy)(tiny_path, tiny_tokenizer)
+    lora = peft_config(make("dpo", "peft.top_layers=1").peft, task_type=task_type, model=model)
+    assert (lora.layers_to_transform, sorted(lora.target_modules)) == ([1], BLOCK_LINEARS)  # the tiny model has 2
+    trained = [name for name, p in get_peft_model(model, lora).named_parameters() if p.requires_grad]
+    adapters = [name for name in trained if "lora_" in name]
+    assert len(adapters) == 2 * len(BLOCK_LINEARS) and all(".layers.1." in name for name in adapters)
+    assert any("score" in name for name in trained) == (task_type == "SEQ_CLS")  # a reward model's fresh head trains
+
+
+def test_top_layers_keeps_named_targets_and_refuses_what_it_cannot_place(tiny_model):
+    lora = peft_config({"r": 4, "target_modules": ["q_proj", "v_proj"], "top_layers": 2}, model=tiny_model)
+    assert (lora.layers_to_transform, lora.target_modules) == ([0, 1], {"q_proj", "v_proj"})
+    for bad in (0, 3, True):
+        with pytest.raises(ConfigError, match="top_layers.*between 1 and 2"):
+            peft_config({"r": 4, "top_layers": bad}, model=tiny_model)
+    with pytest.raises(ConfigError, match="not a regex"):
+        peft_config({"r": 4, "target_modules": ".*proj", "top_layers": 1}, model=tiny_model)
+    with pytest.raises(ConfigError, match="needs the model"):
+        peft_config({"r": 4, "top_layers": 1})
+
+
 @pytest.mark.parametrize("path", sorted(Path(REPO, "conf/accelerate").glob("*.yaml")), ids=lambda p: p.stem)
 def test_launcher_configs_are_valid_accelerate_configs(path):
     from accelerate.commands.config.config_args import load_config_from_file

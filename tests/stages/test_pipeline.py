@@ -16,6 +16,16 @@ def run_pipeline(run_dir, *overrides: str):
     return pipeline.run(compose("pipeline", "+debug=default", "dpo.trainer.max_steps=3", *overrides), run_dir)
 
 
+def test_a_stage_refines_the_shared_data_and_peft_nodes():
+    """`<stage>.data.*` and `<stage>.peft.*` override those keys for that stage only; `<stage>.peft: null` trains it in
+    full."""
+    cfg = compose("pipeline", "pipeline=sft_rm", "+sft.data.max_rows=10", "+reward.peft.top_layers=1", "+dpo.peft=null")
+    sft, reward, dpo_node = (pipeline.stage_config(cfg, stage, {}, {}) for stage in ("sft", "reward", "dpo"))
+    assert sft.data.max_rows == 10 and {**sft.data, "max_rows": None} == {**cfg.data, "max_rows": None}
+    assert reward.data == cfg.data and reward.peft == {**cfg.peft, "top_layers": 1}
+    assert sft.peft == cfg.peft and dpo_node.peft == {}
+
+
 def test_dpo_stage_with_length_regularisation(tmp_path):
     out = dpo.run(compose("dpo", "+debug=default", "rdpo_alpha=0.01"), tmp_path)
     assert out.makes == POLICY and json.loads((out.path / "stage.json").read_text())["config"]["rdpo_alpha"] == 0.01

@@ -47,6 +47,13 @@ class DataReport:
         if len(self.examples) < MAX_LISTED_PROBLEMS:
             self.examples.append(f"{where}: {problem}")
 
+    def merge(self, other: DataReport) -> None:
+        """Add another source's counts (an eval file's) to this report."""
+        self.source = f"{self.source} + {other.source}"
+        self.rows, self.kept = self.rows + other.rows, self.kept + other.kept
+        self.problems.update(other.problems)
+        self.examples = (self.examples + other.examples)[:MAX_LISTED_PROBLEMS]
+
     def summary(self) -> str:
         lines = [f"{self.source}: {self.rows} rows, {self.kept} usable, {sum(self.problems.values())} with problems"]
         lines += [f"  {kind}: {n}" for kind, n in self.problems.most_common()]
@@ -230,12 +237,21 @@ def _load(
     on_invalid: str = "error",
     max_rows: int | None = None,
     max_row_chars: int = MAX_ROW_CHARS,
+    eval_path: str | None = None,
+    eval_split: str = "test",
 ) -> tuple[DatasetDict, DataReport]:
-    records = iter_records(path, split=split, data_dir=data_dir, revision=revision)
-    if max_rows:
-        records = itertools.islice(records, max_rows)
-    rows, report = convert_rows(records, path, lambda record: convert(record, format), on_invalid, max_row_chars)
-    return split_train_eval(rows, eval_size, seed), report
+    def read(source: str, hub_split: str, limit: int | None) -> tuple[list[dict[str, Any]], DataReport]:
+        records = iter_records(source, split=hub_split, data_dir=data_dir, revision=revision)
+        if limit:
+            records = itertools.islice(records, limit)
+        return convert_rows(records, source, lambda record: convert(record, format), on_invalid, max_row_chars)
+
+    rows, report = read(path, split, max_rows)
+    if not eval_path:
+        return split_train_eval(rows, eval_size, seed), report
+    eval_rows, eval_report = read(eval_path, eval_split, None)  # every row of a held-out source; eval_size unused
+    report.merge(eval_report)
+    return DatasetDict(train=Dataset.from_list(rows), eval=Dataset.from_list(eval_rows)), report
 
 
 def load_preferences(path: str, **kwargs) -> tuple[DatasetDict, DataReport]:
@@ -244,7 +260,8 @@ def load_preferences(path: str, **kwargs) -> tuple[DatasetDict, DataReport]:
     `path` is a local file, a hub dataset id, or `demo` (the pairs shipped with trl_ext). Keyword arguments:
     `format` (auto | standard | conversational | hh), `split`, `data_dir` and `revision` (hub), `eval_size` (fraction
     or rows, or "all"), `seed` (of the split), `on_invalid` (error | skip), `max_rows`, `max_row_chars` (a longer row
-    is a problem).
+    is a problem), `eval_path` (a held-out source, local file or hub id, whose every row is the eval split: then every
+    row of `path` trains and `eval_size` is unused) and `eval_split` (its split, when it is a hub dataset).
     """
     return _load(to_conversational, path, **kwargs)
 

@@ -18,21 +18,20 @@ from trl_ext.stages.registry import STAGES, StageSpec
 
 def stage_config(cfg: DictConfig, stage: str, model: dict, latest: dict[str, StageOutput]) -> DictConfig:
     """What one stage sees: the shared model/data/peft/seed and its own node (`<stage>.trainer`, or the best-of-N
-    settings), plus what its spec takes from the latest outputs."""
+    settings; `<stage>.data` and `<stage>.peft` keys override the shared ones, `<stage>.peft: null` trains that stage
+    in full), plus what its spec takes from the latest outputs."""
     spec: StageSpec = STAGES[stage]
     if stage not in cfg:
         raise ConfigError(
             f"pipeline.stages: this pipeline config has no {stage} settings (the rlaif stage's come with "
             "pipeline=sft_rlaif_dpo)"
         )
-    node: dict[str, Any] = {
-        "model": model,
-        "data": to_dict(cfg.data),
-        "peft": to_dict(cfg.peft),
-        "seed": cfg.seed,
-        "force": cfg.get("force", False),
-        **to_dict(cfg[stage]),
-    }
+    own = to_dict(cfg[stage])
+    shared = {"data": to_dict(cfg.data), "peft": to_dict(cfg.peft)}
+    for key in shared:  # a stage's own data or peft keys refine the shared node (`sft.data.max_rows=128`)
+        if key in own:
+            own[key] = {} if own[key] is None and key == "peft" else {**shared[key], **(own[key] or {})}
+    node: dict[str, Any] = {"model": model, **shared, "seed": cfg.seed, "force": cfg.get("force", False), **own}
     if spec.needs_reward_model:
         if REWARD_MODEL not in latest:
             raise ConfigError(f"pipeline.stages: the {stage} stage needs a reward stage before it")

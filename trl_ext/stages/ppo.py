@@ -31,7 +31,7 @@ def build_trainer(cfg: DictConfig, path: str, tokenizer, data, work_dir: Path) -
         reward_model=reward_model,
         reward_processing_class=reward_tokenizer,
         value_model=value_model,
-        peft_config=peft_config(cfg.peft),
+        peft_config=peft_config(cfg.peft, model=policy),
     )
 
 

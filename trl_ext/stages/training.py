@@ -138,6 +138,6 @@ def trl_trainer(
         train_dataset=data["train"],
         eval_dataset=data["eval"],
         processing_class=tokenizer,
-        peft_config=peft_config(cfg.peft, task_type=task_type),
+        peft_config=peft_config(cfg.peft, task_type=task_type, model=model),
         **extra,
     )
