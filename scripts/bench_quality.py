@@ -33,58 +33,42 @@ HH = REPO.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.shared.js
 XSTEST = REPO.parent / "shared" / "data" / "xstest" / "xstest_prompts.csv"  # the scorecard's default prompts
 WORK = Path("outputs/quality")  # relative to the repository (the script runs there), as the printed commands are
 SPLIT_SEED, HELD_OUT = 20261202, 0.2
-# The study trains on the train part less STUDY_VAL pairs and validates on those (the same pairs for every setting)
+# The study, on the train part only: it trains on the first rows of study_train.jsonl and validates every setting on
+# study_val.jsonl (the same 300 pairs, never trained on); PPO and the study's scorecard use the first 40 of them.
 STUDY_VAL = 300
 STUDY_TRAIN_FILE, STUDY_VAL_FILE = WORK / "data" / "study_train.jsonl", WORK / "data" / "study_val.jsonl"
-# The study, on the train part only: SFT on its first STUDY_ROWS pairs (as conf/sft.yaml has it, and again without the
-# pairs whose chosen answer is a refusal), then each setting as one recipe from one of them or from the base model,
-# scored on the last quarter of those pairs (the recipes' data.eval_size); then every policy's behaviour scorecard.
-STUDY_ROWS = 400
-STUDY_SFT = {"sft": [], "sft_no_refusals": ["drop_refusals=probe"]}
-STUDY_SFT_NAMES = {"sft": "sft (the start of most rows)", "sft_no_refusals": "sft, drop_refusals=probe"}
+STUDY_PROMPTS_FILE, STUDY_PROMPTS = WORK / "data" / "study_val40.jsonl", 40
+FAST = ["trainer.gradient_checkpointing=false", "peft.top_layers=8"]  # LoRA on the top 8 of SmolLM2's 30 blocks
+STUDY_SFT = {"sft": ["data.max_rows=256", *FAST, "trainer.eval_strategy=no"]}  # the experiments' SFT stage
+STUDY_SFT_NAMES = {"sft": "sft: top 8 blocks, 256 pairs (the start of the dpo and ppo rows)"}
 STUDY_MODELS = {key: WORK / "study" / key / "sft" for key in STUDY_SFT}
-LR, DROP = "trainer.learning_rate=2.0e-4", "drop_refusals=probe"
+RM_EPOCH, NO_EVAL = "trainer.num_train_epochs=1", "trainer.eval_strategy=no"
+PPO = ["data.max_rows=200", "trainer.max_steps=20", "+trainer.eval_on_start=true"]  # validated on STUDY_PROMPTS_FILE
+PPO += [f"reward_model={WORK / 'study' / 'rm_top8' / 'reward'}"]
 STUDY = [  # (key: folder and scorecard arm, what it is, recipe, overrides, start: a STUDY_SFT key or "base")
-    ("dpo_defaults", "dpo: defaults (beta 0.1, LoRA r16, lr 5e-5)", "dpo", [], "sft"),
-    ("dpo_beta03", "dpo: beta 0.3", "dpo", ["trainer.beta=0.3"], "sft"),
-    ("dpo_lr2e4", "dpo: lr 2e-4", "dpo", [LR], "sft"),
-    ("dpo_lr2e4_drop", "dpo: lr 2e-4, drop_refusals=probe", "dpo", [LR, DROP], "sft"),
-    ("dpo_lr2e4_drop_both", "dpo: lr 2e-4, drop_refusals=probe in SFT and DPO", "dpo", [LR, DROP], "sft_no_refusals"),
-    ("dpo_lr2e4_no_sft", "dpo: lr 2e-4, no SFT first", "dpo", [LR], "base"),
-    ("rm", "rm: defaults (LoRA r16, lr 1e-4, 2 epochs)", "reward", [], "sft"),
-]
+    ("rm_all", "rm: LoRA on all blocks, 288 pairs (the 12-03 experiment's)", "reward",
+     ["data.max_rows=288", RM_EPOCH, NO_EVAL], "base"),
+    ("rm_top8", "rm: top 8 blocks, 800 pairs", "reward", ["data.max_rows=800", RM_EPOCH, NO_EVAL, *FAST], "base"),
+    ("rm_top8_lr3e4", "rm: top 8 blocks, 800 pairs, lr 3e-4", "reward",
+     ["data.max_rows=800", RM_EPOCH, NO_EVAL, *FAST, "trainer.learning_rate=3e-4"], "base"),
+    ("dpo_all", "dpo: LoRA on all blocks, lr 2e-4, 288 pairs (the 12-03 experiment's)", "dpo",
+     ["data.max_rows=288", "trainer.learning_rate=2e-4", NO_EVAL], "sft"),
+    ("dpo_top8", "dpo: top 8 blocks, lr 2e-4, 600 pairs", "dpo",
+     ["data.max_rows=600", "trainer.learning_rate=2e-4", NO_EVAL, *FAST], "sft"),
+    ("dpo_top8_lr5e4", "dpo: top 8 blocks, lr 5e-4, 600 pairs", "dpo",
+     ["data.max_rows=600", "trainer.learning_rate=5e-4", NO_EVAL, *FAST], "sft"),
+    ("ppo_all", "ppo: LoRA on all blocks, lr 3e-5 (the 12-03 experiment's), 20 updates", "ppo", PPO, "sft"),
+    ("ppo_top8_lr1e4", "ppo: top 8 blocks, lr 1e-4, 20 updates", "ppo",
+     [*PPO, "peft.top_layers=8", "trainer.learning_rate=1e-4"], "sft"),
+]  # fmt: skip
 # The study's scorecard: XSTest prompts the held-out report does not use (HELD_OUT_CARD's subsets are set aside),
 # the study's validation prompts for harmlessness, scored by the study's reward model.
 STUDY_CARD = ["scorecard.n_safe=50", "scorecard.n_unsafe=25", "scorecard.attack_prompts=5", "scorecard.n_data=20"]
-# Its policies: the starts and the data at the experiment's learning rate (the CPU budget leaves out the others).
-STUDY_CARD_POLICIES = ("dpo_lr2e4", "dpo_lr2e4_drop", "dpo_lr2e4_drop_both", "dpo_lr2e4_no_sft")
+STUDY_CARD_POLICIES = ("dpo_all", "dpo_top8", "dpo_top8_lr5e4", "ppo_all", "ppo_top8_lr1e4")
 # Why the experiments' settings are what they are (docs/results.md prints this under the study's table).
 STUDY_NOTES = [
-    "Times are those of each stage's last process: a stage resumed after an interruption counts only what ran after "
-    "it. The validation split is about 100 pairs, so one accuracy carries about +-0.09 (95%): the study ranks "
-    "settings, it does not separate close ones.",
-    "",
-    "- DPO: the experiment takes lr 2e-4 with beta 0.1. At conf/trainer/dpo.yaml's 5e-5 the LoRA adapters barely "
-    "move in one epoch of a few hundred pairs (see the margins: a tenth of 2e-4's), and a larger beta does not make "
-    "up for it. The library default stays 5e-5 (the demo main job's setting).",
-    "- Reward model: the recipe's default (LoRA r16 on all linear layers, lr 1e-4, 2 epochs) beats the issue's "
-    "plain-TRL full fine-tuning figure (0.595). The experiment trains it for 1 epoch to fit 30 minutes beside SFT and "
-    "PPO on this CPU.",
-    "- max_length 256: HH prompts are multi-turn; the earliest whole turns give way until the prompt and the longer "
-    "answer fit (about 30% of prompts shortened, counted in each stage's data_report.json).",
-    "- drop_refusals=probe drops 31 of the 300 training pairs (10%). Its DPO validation accuracy is lower (0.625 "
-    "against 0.663; 0.577 with the SFT stage trained without them too), likely because the validation split keeps its "
-    "pairs with a refusing chosen answer. DPO straight from the base model reaches 0.635.",
-    "- The scorecard (50 safe prompts: a rate carries about +-0.14; 25 unsafe: +-0.2): DPO at lr 2e-4 declines more "
-    "unsafe requests than SFT (compliance 0.72 against 0.96) and refuses more safe ones (0.18 against 0.06; the base "
-    "model 0.04): the evasion HH's chosen answers teach. Without the refusing chosen answers DPO refuses fewer safe "
-    "prompts (0.12) with the best harmlessness score of the DPO rows (-0.977 against -1.032); dropping them in SFT "
-    "as well declines the most unsafe requests (compliance 0.44) at 0.16 over-refusal. DPO from the base model keeps "
-    "the base model's over-refusal (0.04) but hardly changes its behaviour (unsafe compliance 0.92). No DPO row "
-    "scores above SFT's -0.953 by the study's reward model. The differences are inside one scorecard's noise, so the "
-    "experiments keep every pair; `dpo.drop_refusals=probe` is the setting to try first against over-refusal.",
-    "- Not studied, for the CPU budget: LoRA rank and targets, full fine-tuning for DPO, loss types (ipo, R-DPO), "
-    "full fine-tuning for the reward model.",
+    "Times are those of each stage's last process (training and the final validation): a stage resumed after an "
+    "interruption counts only what ran after it. 300 validation pairs carry about +-0.055 (95%) on an accuracy.",
 ]
 
 
@@ -121,6 +105,7 @@ def split() -> tuple[Path, Path]:
         parts = split_train_eval(rows, STUDY_VAL, SPLIT_SEED)
         for path, part in ((STUDY_TRAIN_FILE, parts["train"]), (STUDY_VAL_FILE, parts["eval"])):
             path.write_text("".join(json.dumps(row) + "\n" for row in part))
+        STUDY_PROMPTS_FILE.write_text("".join(STUDY_VAL_FILE.read_text().splitlines(True)[:STUDY_PROMPTS]))
     return train, held_out
 
 
@@ -135,33 +120,45 @@ def stage_seconds(folder: Path) -> float:
     return metrics.get("train_runtime", 0.0) + metrics.get("eval_runtime", 0.0)
 
 
-def study(train: Path) -> list[dict]:
-    rows = data_args(train, max_rows=STUDY_ROWS, eval_size=0.25)
+def study() -> list[dict]:
+    rows = data_args(STUDY_TRAIN_FILE, eval_path=STUDY_VAL_FILE)
+    ppo_rows = data_args(STUDY_TRAIN_FILE, eval_path=STUDY_PROMPTS_FILE)  # PPO answers each validation prompt
     for key, overrides in STUDY_SFT.items():
-        run(["recipes/sft.py", *rows, *overrides, f"hydra.run.dir={WORK / 'study' / key}"], WORK / "study.log")
+        args = ["recipes/sft.py", "model=smollm2", *rows, *overrides, f"hydra.run.dir={WORK / 'study' / key}"]
+        run(args, WORK / "study.log")
     results = []
     for key, name, recipe, overrides, start in STUDY:
         folder = WORK / "study" / key
         model = ["model=smollm2"] if start == "base" else ["model=pretrained", f"model.path={STUDY_MODELS[start]}"]
-        args = [f"recipes/{recipe}.py", *model, *rows, *overrides, f"hydra.run.dir={folder}"]
+        data = ppo_rows if recipe == "ppo" else rows
+        args = [f"recipes/{recipe}.py", *model, *data, *overrides, f"hydra.run.dir={folder}"]
         run(args, WORK / "study.log")
-        metrics = json.loads((folder / recipe / "metrics.json").read_text())
-        keys = (
-            ("eval_accuracy", "eval_margin")
-            if recipe == "reward"
-            else ("eval_rewards/accuracies", "eval_rewards/margins")
-        )
-        accuracy, margin = (metrics[k] for k in keys)
-        seconds = stage_seconds(folder / recipe)
-        command = "python " + " ".join(args)
-        results.append(
-            {"key": key, "name": name, "recipe": recipe, "start": start, "command": command}
-            | {"accuracy": accuracy, "margin": margin, "seconds": seconds}
-        )
-        print(f"  {name}: validation accuracy {accuracy:.3f} ({seconds / 60:.1f} min)", flush=True)
+        row = {"key": key, "name": name, "recipe": recipe, "start": start, "command": "python " + " ".join(args)}
+        results.append(row | study_figures(folder / recipe, recipe))
+        print(f"  {name}: {results[-1]}", flush=True)
         (WORK / "study.json").write_text(json.dumps(results, indent=2))
-    study_card(rows, [r for r in results if r["key"] in STUDY_CARD_POLICIES])
+    study_card([r for r in results if r["key"] in STUDY_CARD_POLICIES])
     return results
+
+
+def study_figures(folder: Path, recipe: str) -> dict:
+    """One study row's validation figures: accuracy and margin (reward model, DPO's implicit reward), or PPO's mean
+    reward and KL on the validation prompts before and after training; and the stage's time."""
+    from trl_ext.stages.evaluation import log_history
+
+    metrics = json.loads((folder / "metrics.json").read_text())
+    figures = {"seconds": stage_seconds(folder), "peak_rss_gib": metrics.get("peak_rss_gib")}
+    if recipe == "ppo":
+        first = next(e for e in log_history(folder) if "eval_objective/scores" in e)  # eval_on_start
+        return figures | {
+            "reward_before": first["eval_objective/scores"],
+            "reward": metrics["eval_objective/scores"],
+            "kl": metrics["eval_objective/kl"],
+        }
+    names = (
+        ("eval_accuracy", "eval_margin") if recipe == "reward" else ("eval_rewards/accuracies", "eval_rewards/margins")
+    )
+    return figures | {"accuracy": metrics[names[0]], "margin": metrics[names[1]]}
 
 
 def study_prompts(source: Path = XSTEST, path: Path = WORK / "data" / "xstest_study.csv") -> Path:
@@ -185,15 +182,16 @@ def study_prompts(source: Path = XSTEST, path: Path = WORK / "data" / "xstest_st
     return path
 
 
-def study_card(rows: list[str], policies: list[dict]) -> None:
-    """The behaviour scorecard of the base model, the system prompt, both SFT models and `policies`, on the
-    study's validation split and XSTest prompts the held-out report leaves out; harmlessness by the study's reward
+def study_card(policies: list[dict]) -> None:
+    """The behaviour scorecard of the base model, the system prompt, the study's SFT model and `policies`, on the
+    study's validation prompts and XSTest prompts the held-out report leaves out; harmlessness by the study's reward
     model (outputs/quality/study/card: metrics.json, report.md, every answer in scorecard.json)."""
     folder = WORK / "study" / "card"
-    args = ["recipes/eval.py", "model=smollm2", *rows, f"scorecard.prompts={study_prompts()}", *STUDY_CARD]
+    args = ["recipes/eval.py", "model=smollm2", *data_args(STUDY_TRAIN_FILE, eval_path=STUDY_PROMPTS_FILE)]
+    args += [f"scorecard.prompts={study_prompts()}", *STUDY_CARD]
     args += [f"+models.{key}={path}" for key, path in STUDY_MODELS.items()]
-    args += [f"+models.{r['key']}={WORK / 'study' / r['key'] / 'dpo'}" for r in policies]
-    args += [f"+models.rm={WORK / 'study' / 'rm' / 'reward'}", f"hydra.run.dir={folder}"]
+    args += [f"+models.{r['key']}={WORK / 'study' / r['key'] / r['recipe']}" for r in policies]
+    args += [f"+models.rm={WORK / 'study' / 'rm_top8' / 'reward'}", f"hydra.run.dir={folder}"]
     if not (folder / "metrics.json").exists():
         run(args, WORK / "study.log")
 
@@ -446,35 +444,47 @@ CARD_MEASURES += (("attack_success", "attack success"), ("harmless_score", "harm
 
 
 def study_section(study_rows: list[dict]) -> list[str]:
-    card = load_json(WORK / "study" / "card" / "metrics.json") or {}
-    card = card.get("scorecard", {})
-    lines = ["", f"{STUDY_HEADING} (train part only: its first {STUDY_ROWS} pairs, 25% of them for validation)", ""]
-    lines += [
-        "Each setting is one recipe from the SFT model (conf/sft.yaml's defaults on the same pairs), from the SFT "
-        "model trained without the pairs whose chosen answer is a refusal, or from the base model, as its row "
-        "says. Then one behaviour scorecard of both SFT models and the lr 2e-4 policies on XSTest prompts the "
-        "held-out report does not use "
-        f"({', '.join(a.split('.', 1)[1] for a in STUDY_CARD)}), harmlessness by the study's reward model on the "
-        "validation split's prompts.",
-        "",
-        "| setting | validation accuracy | validation margin | time | "
-        + " | ".join(label for _, label in CARD_MEASURES)
-        + " |",
-        "|---|---|---|---|" + "---|" * len(CARD_MEASURES),
-    ]
-
-    def cells(arm: str) -> str:
-        values = [card.get(f"{arm}/{measure}") for measure, _ in CARD_MEASURES]
-        return " | ".join("" if v is None else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}" for v in values)
-
     from trl_ext.stages.evaluation import BAND_AID
 
-    for arm, name in (("base", "base model"), (BAND_AID, "base model + system prompt"), *STUDY_SFT_NAMES.items()):
-        if any(k.startswith(f"{arm}/") for k in card):
-            lines.append(f"| {name} | | | | {cells(arm)} |")
-    for r in study_rows:
-        figures = f"{r['accuracy']:.3f} | {r.get('margin', float('nan')):.3f} | {r['seconds'] / 60:.1f} min"
-        lines.append(f"| {r['name']} | {figures} | {cells(r['key'])} |")
+    card = (load_json(WORK / "study" / "card" / "metrics.json") or {}).get("scorecard", {})
+    n_train = len(STUDY_TRAIN_FILE.read_text().splitlines())
+    lines = [
+        "",
+        f"{STUDY_HEADING} (train part only: {n_train} pairs to train on, {STUDY_VAL} to validate on)",
+        "",
+        "Each setting is one recipe run on the first rows of the study's training pairs, from the base model or from "
+        f"the study's SFT model ({STUDY_SFT_NAMES['sft']}), validated on the same {STUDY_VAL} pairs; PPO on the "
+        f'first {STUDY_PROMPTS} of their prompts, against the rm_top8 reward model. "top 8 blocks": '
+        "`peft.top_layers=8 trainer.gradient_checkpointing=false`, LoRA on the last 8 of SmolLM2's 30 blocks, so "
+        'backpropagation stops there; "all blocks": the recipes\' default LoRA with gradient checkpointing.',
+        "",
+        "| setting | start | validation accuracy | margin | time | peak memory |",
+        "|---|---|---|---|---|---|",
+    ]
+    cost = lambda r: f"{r['seconds'] / 60:.1f} min | {r['peak_rss_gib'] or float('nan'):.2f} GiB"  # noqa: E731
+    for r in (r for r in study_rows if r["recipe"] != "ppo"):
+        lines.append(f"| {r['name']} | {r['start']} | {r['accuracy']:.3f} | {r['margin']:.3f} | {cost(r)} |")
+    lines += ["", "| setting | start | mean reward before -> after | KL to the start | time | peak memory |"]
+    lines += ["|---|---|---|---|---|---|"]
+    for r in (r for r in study_rows if r["recipe"] == "ppo"):
+        change = f"{r['reward_before']:.3f} -> {r['reward']:.3f}"
+        lines.append(f"| {r['name']} | {r['start']} | {change} | {r['kl']:.3f} | {cost(r)} |")
+    if card:
+        subsets = ", ".join(a.split(".", 1)[1] for a in STUDY_CARD)
+        lines += [
+            "",
+            f"The behaviour scorecard of the policies on XSTest prompts the held-out report does not use ({subsets}), "
+            "harmlessness by rm_top8 on the validation prompts:",
+            "",
+            "| arm | " + " | ".join(label for _, label in CARD_MEASURES) + " |",
+            "|---|" + "---|" * len(CARD_MEASURES),
+        ]
+        names = {"base": "base model", BAND_AID: "base model + system prompt", **STUDY_SFT_NAMES}
+        names |= {r["key"]: r["name"] for r in study_rows}
+        for arm in dict.fromkeys(key.rsplit("/", 1)[0] for key in card):
+            values = [card.get(f"{arm}/{measure}") for measure, _ in CARD_MEASURES]
+            cells = " | ".join("" if v is None else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}" for v in values)
+            lines.append(f"| {names.get(arm, arm)} | {cells} |")
     return [*lines, "", *STUDY_NOTES]
 
 
@@ -502,7 +512,7 @@ def main() -> None:
         raise SystemExit(f"{HH} not found: this benchmark needs the shared HH-RLHF file beside the project")
     train, held_out = split()
     if args.study or args.study_only:
-        (WORK / "study.json").write_text(json.dumps(study(train), indent=2))
+        (WORK / "study.json").write_text(json.dumps(study(), indent=2))
     if args.study_only:
         rewrite_study_section(load_json(WORK / "study.json"))
         return

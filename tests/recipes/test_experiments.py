@@ -65,6 +65,25 @@ def test_the_study_scorecard_never_sees_the_held_out_reports_prompts(tmp_path, m
     assert len(study) + len(held_out) == len(load_prompt_list(XSTEST))  # the rest of XSTest is the study's
 
 
+@needs_hh
+def test_the_study_validates_on_pairs_of_the_train_part_it_never_trains_on(tmp_path, monkeypatch):
+    """scripts/bench_quality.py: held-out, train, and within the train part the study's training and validation
+    pairs are disjoint; nothing is lost; the study's PPO prompts are its first validation pairs."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_quality
+
+    data = tmp_path / "data"
+    monkeypatch.setattr(bench_quality, "WORK", tmp_path)
+    for name in ("STUDY_TRAIN_FILE", "STUDY_VAL_FILE", "STUDY_PROMPTS_FILE"):
+        monkeypatch.setattr(bench_quality, name, data / getattr(bench_quality, name).name)
+    train, held_out = bench_quality.split()
+    lines = lambda path: path.read_text().splitlines()  # noqa: E731
+    study_train, study_val = lines(bench_quality.STUDY_TRAIN_FILE), lines(bench_quality.STUDY_VAL_FILE)
+    assert len(study_val) == bench_quality.STUDY_VAL and sorted(study_train + study_val) == sorted(lines(train))
+    assert not set(study_train) & set(study_val) and not set(lines(train)) & set(lines(held_out))
+    assert lines(bench_quality.STUDY_PROMPTS_FILE) == study_val[: bench_quality.STUDY_PROMPTS]
+
+
 def test_a_report_without_the_study_keeps_the_last_study_section(monkeypatch):
     """The study takes hours and only `--study` reruns it: the plain report must not drop its table."""
     monkeypatch.syspath_prepend(str(REPO / "scripts"))

@@ -132,12 +132,19 @@ def trl_trainer(
 ):
     """A TRL trainer (SFT, reward, DPO) from a stage's node: `cfg.trainer` as its config, `cfg.peft` as adapters, the
     data's train and eval splits."""
+    args = trainer_config(config_cls, cfg.trainer, work_dir)
+    adapters = peft_config(cfg.peft, task_type=task_type, model=model)
+    if adapters is not None and adapters.layers_to_transform and args.gradient_checkpointing:
+        logger.warning(
+            "peft.top_layers with trainer.gradient_checkpointing=true: checkpointing makes the inputs require grad, "
+            "so backpropagation still runs through every block; set trainer.gradient_checkpointing=false for speed"
+        )
     return trainer_cls(
         model=model,
-        args=trainer_config(config_cls, cfg.trainer, work_dir),
+        args=args,
         train_dataset=data["train"],
         eval_dataset=data["eval"],
         processing_class=tokenizer,
-        peft_config=peft_config(cfg.peft, task_type=task_type, model=model),
+        peft_config=adapters,
         **extra,
     )
