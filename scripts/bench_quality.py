@@ -51,20 +51,32 @@ STUDY = [  # (key: folder and scorecard arm, what it is, recipe, overrides, star
     ("rm_top8", "rm: top 8 blocks, 800 pairs", "reward", ["data.max_rows=800", RM_EPOCH, NO_EVAL, *FAST], "base"),
     ("rm_top8_lr3e4", "rm: top 8 blocks, 800 pairs, lr 3e-4", "reward",
      ["data.max_rows=800", RM_EPOCH, NO_EVAL, *FAST, "trainer.learning_rate=3e-4"], "base"),
+    ("rm_top8_lr1e3", "rm: top 8 blocks, 800 pairs, lr 1e-3", "reward",
+     ["data.max_rows=800", RM_EPOCH, NO_EVAL, *FAST, "trainer.learning_rate=1e-3"], "base"),
     ("dpo_all", "dpo: LoRA on all blocks, lr 2e-4, 288 pairs (the 12-03 experiment's)", "dpo",
      ["data.max_rows=288", "trainer.learning_rate=2e-4", NO_EVAL], "sft"),
     ("dpo_top8", "dpo: top 8 blocks, lr 2e-4, 600 pairs", "dpo",
      ["data.max_rows=600", "trainer.learning_rate=2e-4", NO_EVAL, *FAST], "sft"),
     ("dpo_top8_lr5e4", "dpo: top 8 blocks, lr 5e-4, 600 pairs", "dpo",
      ["data.max_rows=600", "trainer.learning_rate=5e-4", NO_EVAL, *FAST], "sft"),
+    ("dpo_top8_lr1e3", "dpo: top 8 blocks, lr 1e-3, 600 pairs", "dpo",
+     ["data.max_rows=600", "trainer.learning_rate=1e-3", NO_EVAL, *FAST], "sft"),
+    ("dpo_top8_no_sft", "dpo: top 8 blocks, lr 5e-4, 600 pairs, no SFT first", "dpo",
+     ["data.max_rows=600", "trainer.learning_rate=5e-4", NO_EVAL, *FAST], "base"),
+    ("dpo_top8_drop", "dpo: top 8 blocks, lr 2e-4, 600 pairs, drop_refusals=probe", "dpo",
+     ["data.max_rows=600", "trainer.learning_rate=2e-4", NO_EVAL, *FAST, "drop_refusals=probe"], "sft"),
     ("ppo_all", "ppo: LoRA on all blocks, lr 3e-5 (the 12-03 experiment's), 20 updates", "ppo", PPO, "sft"),
     ("ppo_top8_lr1e4", "ppo: top 8 blocks, lr 1e-4, 20 updates", "ppo",
      [*PPO, "peft.top_layers=8", "trainer.learning_rate=1e-4"], "sft"),
+    ("ppo_top8_b8e4", "ppo: top 8 blocks, lr 1e-4, 20 updates of 8 prompts (2 minibatches of 4), 4 PPO epochs", "ppo",
+     [*PPO, "peft.top_layers=8", "trainer.learning_rate=1e-4", "trainer.per_device_train_batch_size=4",
+      "trainer.num_ppo_epochs=4", "trainer.num_mini_batches=2"], "sft"),
 ]  # fmt: skip
 # The study's scorecard: XSTest prompts the held-out report does not use (HELD_OUT_CARD's subsets are set aside),
 # the study's validation prompts for harmlessness, scored by the study's reward model.
 STUDY_CARD = ["scorecard.n_safe=50", "scorecard.n_unsafe=25", "scorecard.attack_prompts=5", "scorecard.n_data=20"]
-STUDY_CARD_POLICIES = ("dpo_all", "dpo_top8", "dpo_top8_lr5e4", "ppo_all", "ppo_top8_lr1e4")
+STUDY_CARD_POLICIES = ("dpo_all", "dpo_top8", "dpo_top8_lr5e4", "dpo_top8_lr1e3", "dpo_top8_drop", "ppo_all")
+STUDY_CARD_POLICIES += ("dpo_top8_no_sft", "ppo_top8_lr1e4", "ppo_top8_b8e4")
 # Why the experiments' settings are what they are (docs/results.md prints this under the study's table).
 STUDY_NOTES = [
     "Times are those of each stage's last process (training and the final validation): a stage resumed after an "
