@@ -94,6 +94,26 @@ def test_a_report_without_the_study_keeps_the_last_study_section(monkeypatch):
     assert bench_quality.study_lines(None, "# Results\n\n## Targets\n") == []  # never studied: no section
 
 
+def test_the_study_notes_quote_the_rows_they_explain(monkeypatch):
+    """docs/results.md says why the defaults are what they are: with this study's figures, never stale text."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_quality
+
+    def row(key, accuracy, margin=0.1, seconds=600.0, rows=600):
+        command = f"python recipes/x.py data.max_rows={rows}"
+        return {"key": key, "accuracy": accuracy, "margin": margin, "seconds": seconds, "command": command}
+
+    rows = [row("dpo_top8", 0.511), row("dpo_top8_lr5e4", 0.622, 0.05), row("dpo_top8_lr1e3", 0.633, 0.2)]
+    notes = "\n".join(bench_quality.study_notes(rows))
+    assert "lr 5e-4 (0.622, margin 0.050) over 2e-4 (0.511)" in notes and "4.0x the margin" in notes
+    assert "Reward model" not in notes and "PPO" not in notes  # their rows did not run: no claims about them
+    ppo = {"key": "ppo_all", "reward_before": -1.2, "reward": -1.1, "kl": 0.5}
+    rose = "\n".join(bench_quality.study_notes([ppo]))
+    assert "ppo_all -1.200 -> -1.100 (KL 0.50); ppo_all raised it most" in rose
+    fell = "\n".join(bench_quality.study_notes([ppo | {"reward": -1.3}]))
+    assert "no row raised the mean reward" in fell and "ppo_all -1.200 -> -1.300" in fell
+
+
 @pytest.mark.slow
 @needs_hh
 def test_dpo_experiment_runs_on_a_small_slice_of_hh(tmp_path):
