@@ -98,11 +98,11 @@ def study_notes(rows: list[dict]) -> list[str]:
         pairs = lambda key: int(re.search(r"data\.max_rows=(\d+)", by[key]["command"]).group(1))  # noqa: E731
         per_pair = lambda key: by[key]["seconds"] / pairs(key)  # noqa: E731
         notes.append(
-            "- LoRA on the top 8 blocks without gradient checkpointing: backpropagation stops 8 blocks down, so a "
-            "pair costs less than half of all-block LoRA with checkpointing (scripts/bench_top_layers.py), and the "
-            "same half hour trains on two to three times the pairs. It wins at equal learning rate: reward model "
-            f"{acc('rm_top8')} against {acc('rm_all')}, DPO {acc('dpo_top8')} against {acc('dpo_all')}, at "
-            f"{per_pair('rm_top8'):.2f} against {per_pair('rm_all'):.2f} s per reward pair (validation included). "
+            "- LoRA on the top 8 blocks without gradient checkpointing: backpropagation stops 8 blocks down, "
+            f"{per_pair('rm_top8'):.2f} against {per_pair('rm_all'):.2f} s per reward pair (validation included), so "
+            f"the same time trains on {per_pair('rm_all') / per_pair('rm_top8'):.1f}x the pairs. It wins at equal "
+            f"learning rate: reward model {acc('rm_top8')} against {acc('rm_all')}, DPO {acc('dpo_top8')} against "
+            f"{acc('dpo_all')}. "
             "It costs memory (no checkpointing): the reward model peaks at "
             f"{by['rm_top8']['peak_rss_gib']:.1f} GiB against {by['rm_all']['peak_rss_gib']:.1f}, inside the 6 GiB "
             "budget."
