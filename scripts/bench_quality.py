@@ -64,6 +64,8 @@ STUDY = [  # (key: folder and scorecard arm, what it is, recipe, overrides, star
      ["data.max_rows=600", "trainer.learning_rate=1e-3", NO_EVAL, *FAST], "sft"),
     ("dpo_top8_no_sft", "dpo: top 8 blocks, lr 5e-4, 600 pairs, no SFT first", "dpo",
      ["data.max_rows=600", "trainer.learning_rate=5e-4", NO_EVAL, *FAST], "base"),
+    ("dpo_top8_ipo", "dpo: top 8 blocks, lr 5e-4, 600 pairs, loss ipo", "dpo",
+     ["data.max_rows=600", "trainer.learning_rate=5e-4", NO_EVAL, *FAST, "trainer.loss_type=[ipo]"], "sft"),
     ("dpo_top8_drop", "dpo: top 8 blocks, lr 2e-4, 600 pairs, drop_refusals=probe", "dpo",
      ["data.max_rows=600", "trainer.learning_rate=2e-4", NO_EVAL, *FAST, "drop_refusals=probe"], "sft"),
     ("ppo_all", "ppo: LoRA on all blocks, lr 3e-5 (the 12-03 experiment's), 20 updates", "ppo", PPO, "sft"),
@@ -122,6 +124,19 @@ def study_notes(rows: list[dict]) -> list[str]:
             f"the reference for nothing. beta 0.1: in {EARLIER} beta 0.3 fell to 0.500 against 0.606. "
             "conf/trainer/dpo.yaml keeps 5e-5 (the demo main job's setting)."
         )
+    if has("dpo_top8_lr5e4", "dpo_top8_ipo"):
+        gap = by["dpo_top8_ipo"]["accuracy"] - by["dpo_top8_lr5e4"]["accuracy"]
+        verdict = (
+            "inside the noise, so the experiments keep DPO's own loss"
+            if abs(gap) < 0.055
+            else "IPO better by more than the noise: try trainer.loss_type=[ipo]"
+            if gap > 0
+            else "IPO worse by more than the noise"
+        )
+        notes.append(
+            f"- Loss: sigmoid (DPO, {acc('dpo_top8_lr5e4')}) against IPO at the same beta and lr "
+            f"({acc('dpo_top8_ipo')}): {verdict}."
+        )
     if has("dpo_top8_lr5e4", "dpo_top8_no_sft"):
         notes.append(
             f"- SFT first: DPO from the base model validates as well ({acc('dpo_top8_no_sft')} against "
@@ -154,9 +169,7 @@ def study_notes(rows: list[dict]) -> list[str]:
         "- max_length 256: HH prompts are multi-turn; the earliest whole turns give way until the prompt and the "
         "longer answer fit (counted in each stage's data_report.json)."
     )
-    notes.append(
-        "- Not studied, for the CPU budget: LoRA rank, full fine-tuning, loss types (ipo, R-DPO), more than one epoch."
-    )
+    notes.append("- Not studied, for the CPU budget: LoRA rank, full fine-tuning, R-DPO, more than one epoch.")
     return notes
 
 

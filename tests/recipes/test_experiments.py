@@ -107,6 +107,8 @@ def test_the_study_notes_quote_the_rows_they_explain(monkeypatch):
     notes = "\n".join(bench_quality.study_notes(rows))
     assert "lr 5e-4 (0.622, margin 0.050) over 2e-4 (0.511)" in notes and "4.0x the margin" in notes
     assert "Reward model" not in notes and "PPO" not in notes  # their rows did not run: no claims about them
+    ipo = "\n".join(bench_quality.study_notes([row("dpo_top8_lr5e4", 0.6), row("dpo_top8_ipo", 0.7)]))
+    assert "IPO at the same beta and lr (0.700): IPO better by more than the noise" in ipo
     ppo = {"key": "ppo_all", "reward_before": -1.2, "reward": -1.1, "kl": 0.5}
     rose = "\n".join(bench_quality.study_notes([ppo]))
     assert "ppo_all -1.200 -> -1.100 (KL 0.50); ppo_all raised it most" in rose
