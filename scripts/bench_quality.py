@@ -82,6 +82,7 @@ STUDY_CARD_POLICIES = ("dpo_all", "dpo_top8", "dpo_top8_lr5e4", "dpo_top8_lr1e3"
 STUDY_CARD_POLICIES += ("dpo_top8_no_sft", "ppo_top8_lr1e4", "ppo_top8_b8e4")
 # The earlier study (commit 7201fe6, 2026-12-03: 300 pairs, 100 to validate, LoRA on all blocks) that chose beta and
 # measured drop_refusals with a scorecard; cited, not rerun, in the notes below.
+NOISE = 1.96 * (0.25 / STUDY_VAL) ** 0.5  # the 95% half-width of an accuracy near 0.5 on the validation pairs
 EARLIER = "the 12-03 study (commit 7201fe6, LoRA on all blocks, 100 validation pairs)"
 
 
@@ -93,8 +94,8 @@ def study_notes(rows: list[dict]) -> list[str]:
     has = lambda *keys: all(k in by for k in keys)  # noqa: E731
     notes = [
         "Times are those of each stage's last process (training and the final validation): a stage resumed after an "
-        f"interruption counts only what ran after it. {STUDY_VAL} validation pairs carry about +-0.055 (95%) on an "
-        "accuracy: the study ranks settings, it does not separate close ones."
+        f"interruption counts only what ran after it. {STUDY_VAL} validation pairs carry about +-{NOISE:.3f} (95%) "
+        "on an accuracy: the study ranks settings, it does not separate close ones."
     ]
     if has("rm_all", "rm_top8", "dpo_all", "dpo_top8"):
         pairs = lambda key: int(re.search(r"data\.max_rows=(\d+)", by[key]["command"]).group(1))  # noqa: E731
@@ -128,7 +129,7 @@ def study_notes(rows: list[dict]) -> list[str]:
         gap = by["dpo_top8_ipo"]["accuracy"] - by["dpo_top8_lr5e4"]["accuracy"]
         verdict = (
             "inside the noise, so the experiments keep DPO's own loss"
-            if abs(gap) < 0.055
+            if abs(gap) < NOISE
             else "IPO better by more than the noise: try trainer.loss_type=[ipo]"
             if gap > 0
             else "IPO worse by more than the noise"
@@ -160,8 +161,9 @@ def study_notes(rows: list[dict]) -> list[str]:
         else:
             notes.append(
                 f"- PPO: no row raised the mean reward on the validation prompts ({moves}); more optimisation per "
-                "update drifted further from the SFT model and scored lower. Against a reward model that ranks about "
-                "0.61 of pairs right, 20 updates of a few prompts give PPO little signal to climb. The experiment "
+                "update drifted further from the SFT model and scored lower. Against a reward model that ranks "
+                f"{acc('rm_top8') if 'rm_top8' in by else 'few'} of pairs right (rm_top8), 20 updates of a few "
+                "prompts give PPO little signal to climb. The experiment "
                 "takes the cheapest row (top 8 blocks, lr 1e-4, one PPO epoch of 4 prompts per update): within the "
                 "30 minutes and closest to the SFT model."
             )
