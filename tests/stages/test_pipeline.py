@@ -94,6 +94,48 @@ def test_on_policy_pipeline_sft_bon_dpo_two_rounds(tmp_path):
     assert (tmp_path / "bon" / "bon_curve.png").exists() and "| dpo_2 |" in (tmp_path / "report.md").read_text()
 
 
+def test_named_stages_let_two_pipelines_share_a_run_folder(tmp_path):
+    """`dpo@bon_dpo` puts a dpo stage in folder bon_dpo: a second pipeline in the folder of an SFT -> DPO run reuses
+    its SFT model and leaves its dpo folder alone."""
+    run_pipeline(tmp_path, "pipeline=sft_dpo")
+    first = {s: json.loads((tmp_path / s / "stage.json").read_text()) for s in ("sft", "dpo")}
+    run_pipeline(
+        tmp_path,
+        "pipeline=sft_bon_dpo",
+        "pipeline.stages=[sft,reward,bon,dpo@bon_dpo]",
+        "bon.max_prompts=4",
+        "bon.sampling.generation.max_new_tokens=8",
+    )
+    for stage, manifest in first.items():  # neither rerun nor replaced
+        assert json.loads((tmp_path / stage / "stage.json").read_text()) == manifest
+    config = json.loads((tmp_path / "bon_dpo" / "stage.json").read_text())["config"]
+    assert config["data"]["path"] == str(tmp_path / "bon" / "pairs.jsonl")
+    assert config["model"]["path"] == str(tmp_path / "sft")  # DPO from the SFT model, not from the first dpo
+    assert "| bon_dpo |" in (tmp_path / "report.md").read_text()
+    bon = json.loads((tmp_path / "bon" / "stage.json").read_text())["metrics"]
+    assert bon["runtime"] > 0 and bon["peak_rss_gib"] > 0  # the stage's cost, as a trained stage reports its own
+
+
+@pytest.mark.parametrize(
+    ("stages", "error"),
+    [
+        (["sft", "dop"], "unknown stage 'dop'"),
+        (["sft", "dpo@sft"], "two stages would write folder 'sft'"),
+        (["dpo@dpo_2", "dpo"], "two stages would write folder 'dpo_2'"),
+        (["dpo@../elsewhere"], "letters, digits and _"),
+    ],
+)
+def test_stage_entries_name_one_folder_each(stages, error):
+    with pytest.raises(ConfigError, match=error):
+        pipeline.stage_names(stages)
+    assert pipeline.stage_names(["sft", "dpo", "dpo", "dpo@bon_dpo"]) == [
+        ("sft", "sft"),
+        ("dpo", "dpo"),
+        ("dpo", "dpo_2"),
+        ("dpo", "bon_dpo"),
+    ]
+
+
 @needs_hh
 def test_pipeline_on_shared_hh_rlhf(tmp_path):
     run_pipeline(

@@ -5,6 +5,8 @@ across processes and the results gathered in their original order."""
 from __future__ import annotations
 
 import json
+import resource
+import time
 from pathlib import Path
 
 from accelerate.utils import gather_object
@@ -30,15 +32,19 @@ def sample(cfg: DictConfig, stage: Stage):
     sampling = to_dict(cfg.sampling)
     with full_weights():  # each process samples its own prompts with a whole copy (also after a ZeRO-3 stage)
         policy, reward_model = load_policy(path, tokenizer), load_reward_model(cfg.reward_model, rm_tokenizer)
+    prompt_length = sampling.get("max_prompt_length")  # the reward model reads what the policy answered
+    score_length = prompt_length + sampling["generation"]["max_new_tokens"] if prompt_length else 512
     sampler = BestOfNSampler(
         policy.to(state.device),
         tokenizer,
-        RewardModelScorer(reward_model.to(state.device), rm_tokenizer),
+        RewardModelScorer(reward_model.to(state.device), rm_tokenizer, max_length=score_length),
         generation_kwargs=sampling.pop("generation"),
         **sampling,
     )
+    start = time.perf_counter()
     with state.split_between_processes(prompts) as shard:  # contiguous shards: gathering keeps the order
         results = gather_object(sampler(shard))
+    runtime = time.perf_counter() - start
     pairs, skipped = preference_pairs(results, **to_dict(cfg.pairs))
     curve = best_of_n_curve(results)
     metrics = {
@@ -49,6 +55,8 @@ def sample(cfg: DictConfig, stage: Stage):
         "mean_score": sum(sum(r.scores) / len(r.scores) for r in results) / len(results),
         "mean_best_score": sum(r.best_score for r in results) / len(results),
         "curve": curve,
+        "runtime": round(runtime, 1),  # seconds of sampling and scoring
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),  # Linux: KiB
     }
 
     def write(out: Path) -> None:

@@ -45,16 +45,32 @@ def stage_config(cfg: DictConfig, stage: str, model: dict, latest: dict[str, Sta
     return OmegaConf.create(node)
 
 
+def stage_names(entries: list[str]) -> list[tuple[str, str]]:
+    """(stage, folder name) of each `pipeline.stages` entry: `dpo` is folder dpo, a repeat dpo_2, dpo_3...;
+    `dpo@bon_dpo` is a dpo stage in folder bon_dpo (so pipelines that differ after a shared start can share one run
+    folder: `[sft,dpo]` and `[sft,reward,bon,dpo@bon_dpo]`)."""
+    out: list[tuple[str, str]] = []
+    for entry in entries:
+        stage, _, name = str(entry).partition("@")
+        if stage not in STAGES:
+            raise ConfigError(f"pipeline.stages: unknown stage {stage!r} in {entry!r}; known: {sorted(STAGES)}")
+        if not name:
+            repeats = sum(s == stage for s, _ in out)
+            name = f"{stage}_{repeats + 1}" if repeats else stage
+        if not name.isidentifier():
+            raise ConfigError(f"pipeline.stages: {entry!r}: a folder name after @ is letters, digits and _")
+        if any(name == n for _, n in out):
+            raise ConfigError(f"pipeline.stages: two stages would write folder {name!r}: name one with @")
+        out.append((stage, name))
+    return out
+
+
 def run(cfg: DictConfig, run_dir: str | Path) -> Path:
     """Run `cfg.pipeline.stages` in order (complete ones are skipped), then evaluate; return the report's path."""
-    unknown = [s for s in cfg.pipeline.stages if s not in STAGES]
-    if unknown:
-        raise ConfigError(f"pipeline.stages: unknown stage {unknown[0]!r}; known: {sorted(STAGES)}")
+    names = stage_names(list(cfg.pipeline.stages))
     evaluation.check_scorecard(cfg)  # a bad prompt list or template fails now, not after hours of training
     model, latest, done = to_dict(cfg.model), {}, []
-    for stage in cfg.pipeline.stages:
-        repeats = sum(s == stage for s, _ in done)
-        name = f"{stage}_{repeats + 1}" if repeats else stage
+    for stage, name in names:
         out = STAGES[stage].run(stage_config(cfg, stage, model, latest), run_dir, name)
         done.append((stage, out))
         latest[out.makes] = out
