@@ -103,3 +103,26 @@ def test_kl_bound_and_curve(tmp_path):
     assert all(a["expected_best"] <= b["expected_best"] for a, b in zip(curve, curve[1:]))
     plot_best_of_n(curve, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_long_prompts_keep_their_end(tiny_model, tiny_tokenizer, monkeypatch):
+    """`max_prompt_length` cuts long prompts from the left before generation (HH conversations run to hundreds of
+    tokens; the turn being answered is at the end)."""
+    lengths, generate = [], tiny_model.generate
+
+    def recording(**kwargs):
+        lengths.append(kwargs["input_ids"].shape[1])
+        return generate(**kwargs)
+
+    monkeypatch.setattr(tiny_model, "generate", recording)
+    long = "plain text prompt " * 40
+    for limit in (None, 16):
+        BestOfNSampler(
+            tiny_model,
+            tiny_tokenizer,
+            length_score,
+            n=2,
+            max_prompt_length=limit,
+            generation_kwargs={"max_new_tokens": 4},
+        )([long, "hi"])
+    assert lengths[0] > 100 and lengths[1] == 16

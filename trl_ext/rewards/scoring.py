@@ -31,12 +31,13 @@ def reward_scores(
     Prompts too long for `max_length` are cut from the left. Shape: (n,)."""
     model.eval()
     rows = [encode_completion(tokenizer, p, c, max_length)[0] for p, c in zip(prompts, completions)]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # batches of like lengths: little padding
     starts = range(0, len(rows), batch_size)
-    out = [torch.zeros(0)]
+    out = torch.zeros(len(rows))
     for i in tqdm(starts, desc="rewards", leave=False, disable=len(starts) < 2):
-        batch = pad_batch(tokenizer, rows[i : i + batch_size], "right", model.device)
-        out.append(model(**batch).logits[:, 0].float().cpu())
-    return torch.cat(out)
+        batch = pad_batch(tokenizer, [rows[j] for j in order[i : i + batch_size]], "right", model.device)
+        out[order[i : i + batch_size]] = model(**batch).logits[:, 0].float().cpu()
+    return out
 
 
 class RewardModelScorer:

@@ -18,7 +18,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from trl_ext.chat import Prompt, completion_like, completion_messages, encode_prompts, prompt_messages
+from trl_ext.chat import (
+    Prompt,
+    completion_like,
+    completion_messages,
+    encode_prompts,
+    prompt_messages,
+    render_prompt,
+)
 from trl_ext.rewards import score
 
 
@@ -65,6 +72,7 @@ class BestOfNSampler:
         batch_size: prompts per generation call (so batch_size * n sequences at once).
         deduplicate: drop repeated completions of a prompt before scoring.
         seed: seeds generation, so the same seed gives the same samples.
+        max_prompt_length: prompts longer than this many tokens keep their end (the turn being answered); None: whole.
     """
 
     model: PreTrainedModel
@@ -75,6 +83,7 @@ class BestOfNSampler:
     batch_size: int = 8
     deduplicate: bool = False
     seed: int = 0
+    max_prompt_length: int | None = None
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt]) -> list[list[str]]:
@@ -82,17 +91,21 @@ class BestOfNSampler:
         kwargs = {"do_sample": True, "temperature": 1.0, "max_new_tokens": 64, **self.generation_kwargs}
         torch.manual_seed(self.seed)
         self.model.eval()
-        out: list[list[str]] = []
+        rendered = self.tokenizer([render_prompt(self.tokenizer, p) for p in prompts], add_special_tokens=False)
+        order = sorted(range(len(prompts)), key=lambda i: len(rendered["input_ids"][i]))  # little left padding
+        out: list[list[str]] = [[] for _ in prompts]
         starts = range(0, len(prompts), self.batch_size)
         for start in tqdm(starts, desc=f"best-of-{self.n}", disable=len(starts) < 2):
+            batch = order[start : start + self.batch_size]
             inputs = encode_prompts(
-                self.tokenizer, prompts[start : start + self.batch_size], device=self.model.device
+                self.tokenizer, [prompts[i] for i in batch], self.max_prompt_length, device=self.model.device
             ).inputs
             ids = self.model.generate(
                 **inputs, num_return_sequences=self.n, pad_token_id=self.tokenizer.pad_token_id, **kwargs
             )
             texts = self.tokenizer.batch_decode(ids[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-            out += [[t.strip() for t in texts[i : i + self.n]] for i in range(0, len(texts), self.n)]
+            for k, i in enumerate(batch):
+                out[i] = [t.strip() for t in texts[k * self.n : (k + 1) * self.n]]
         return out
 
     def __call__(self, prompts: Sequence[Prompt]) -> list[BoNResult]:
