@@ -10,7 +10,11 @@ from tests.conftest import HH_FILE, REPO, SHARED_DATA, compose, needs_hh, recipe
 from trl_ext.stages.evaluation import log_history
 from trl_ext.stages.pipeline import stage_config
 
-EXPERIMENTS = {"hh_dpo_smollm2": ["sft", "dpo"], "hh_ppo_smollm2": ["sft", "reward", "ppo"]}
+EXPERIMENTS = {
+    "hh_dpo_smollm2": ["sft", "dpo"],
+    "hh_ppo_smollm2": ["sft", "reward", "ppo"],
+    "hh_bon_dpo_smollm2": ["sft", "reward", "bon", "dpo@bon_dpo"],
+}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -20,15 +24,16 @@ def test_experiment_composes_into_its_pipeline_on_hh_data(name):
     assert (cfg.model.name, cfg.data.name, cfg.data.format) == ("smollm2", "hh_rlhf", "hh")
 
 
-def test_both_experiments_share_one_sft_stage():
-    """Run in one folder (scripts/bench_quality.py does), the second pipeline reuses the first one's SFT model: their
-    SFT stages see the same config, so the stage's config hash matches."""
-    model = {}
-    sft = [
-        stage_config(compose("pipeline", f"+experiment={name}", "data.path=pairs.jsonl"), "sft", model, {})
-        for name in EXPERIMENTS
-    ]
-    assert sft[0] == sft[1]
+def test_the_experiments_share_their_sft_and_reward_stages():
+    """Run in one folder (scripts/bench_quality.py does), a later pipeline reuses an earlier one's SFT model and reward
+    model: those stages see the same config, so the stage's config hash matches."""
+    cfgs = {name: compose("pipeline", f"+experiment={name}", "data.path=pairs.jsonl") for name in EXPERIMENTS}
+    sft = [stage_config(cfg, "sft", {}, {}) for cfg in cfgs.values()]
+    assert sft[0] == sft[1] == sft[2]
+    reward = [stage_config(cfgs[name], "reward", {}, {}) for name in ("hh_ppo_smollm2", "hh_bon_dpo_smollm2")]
+    assert reward[0] == reward[1]
+    dpo = [stage_config(cfgs[name], "dpo", {}, {}) for name in ("hh_dpo_smollm2", "hh_bon_dpo_smollm2")]
+    assert dpo[0] == dpo[1]  # the same DPO settings; the pipeline gives bon_dpo the best-of-N pairs
 
 
 def test_command_line_overrides_win_over_the_experiment():
@@ -114,6 +119,29 @@ def test_the_study_notes_quote_the_rows_they_explain(monkeypatch):
     assert "ppo_all -1.200 -> -1.100 (KL 0.50); ppo_all raised it most" in rose
     fell = "\n".join(bench_quality.study_notes([ppo | {"reward": -1.3}]))
     assert "no row raised the mean reward" in fell and "ppo_all -1.200 -> -1.300" in fell
+
+
+def test_an_experiments_time_counts_the_stages_it_reused(monkeypatch):
+    """Run in one folder, a later experiment skips the SFT and reward stages an earlier one trained: its time against
+    the 30-minute target adds theirs back. Every aligned policy is held to the score, win-rate and tax targets."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_quality
+
+    arms = ("base", "sft", "base + system prompt", *bench_quality.POLICIES)
+    card = {f"{arm}/{key}": 0.5 for arm in arms for key in ("harmless_score", "harmless_win_rate", "over_refusal")}
+    card |= {f"{arm}/mean_tokens": 30.0 for arm in arms} | {"bon_dpo/harmless_win_rate": 0.7}
+    stages = {"sft": {"seconds": 300.0, "peak_rss_gib": 4.0}, "reward": {"seconds": 420.0, "peak_rss_gib": 5.0}}
+    timings = {"hh_dpo_smollm2": {"seconds": 1500.0}, "hh_ppo_smollm2": {"seconds": 1200.0}}
+    timings["hh_bon_dpo_smollm2"] = {"seconds": 1200.0}
+    models = {"reward": {"accuracy": 0.7, "margin": 1.0}, "dpo": {"implicit_accuracy": 0.6, "implicit_margin": 0.1}}
+    rows = {t: (m, ok) for t, m, ok in bench_quality.targets(models, None, card, stages, timings)}
+    assert rows["SFT -> DPO experiment <= 30 min"] == ("25.0 min", True)
+    assert rows["SFT -> RM -> PPO experiment <= 30 min"] == ("~25.0 min (with the training time of sft, reused)", True)
+    bon = rows["SFT -> RM -> best-of-N -> DPO experiment <= 30 min"]
+    assert bon == ("~32.0 min (with the training time of sft and reward, reused)", False)
+    assert rows["bon_dpo win rate against the base model > 0.6"] == ("0.700", True)
+    assert not rows["ppo win rate against the base model > 0.6"][1]
+    assert rows["peak memory <= 6 GiB"] == ("5.00 GiB", True)
 
 
 @pytest.mark.slow
