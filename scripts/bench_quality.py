@@ -430,6 +430,9 @@ def findings(card: dict) -> list[str]:
     best = min(("sft", *POLICIES, BAND_AID), key=lambda arm: get(arm, "attack_success"))
     attack = get(best, "attack_success"), get("base", "attack_success")
     lines.append(f"- Lowest jailbreak success: {best} ({attack[0]:.3f}; the base model {attack[1]:.3f}).")
+    top = max(("sft", *POLICIES, BAND_AID), key=lambda arm: get(arm, "harmless_score"))
+    scores = ", ".join(f"{arm} {get(arm, 'harmless_score'):.3f}" for arm in ("sft", *POLICIES, BAND_AID))
+    lines.append(f"- Highest harmlessness score by the reward model: {top} ({scores}).")
     return ["What the scorecard shows:", "", *lines] if lines else []
 
 

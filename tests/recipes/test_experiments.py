@@ -144,6 +144,24 @@ def test_an_experiments_time_counts_the_stages_it_reused(monkeypatch):
     assert rows["peak memory <= 6 GiB"] == ("5.00 GiB", True)
 
 
+def test_the_findings_name_the_arms_the_figures_favour(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_quality
+
+    arms = {"base": (0.0, 0.7, -2.4), "sft": (0.04, 0.6, -2.3), "base + system prompt": (0.1, 0.2, -2.2)}
+    arms |= {"dpo": (0.2, 0.7, -2.5), "ppo": (0.0, 0.7, -2.4), "bon_dpo": (0.02, 0.7, -2.1)}
+    card = {
+        f"{arm}/{key}": value
+        for arm, values in arms.items()
+        for key, value in zip(("over_refusal", "attack_success", "harmless_score"), values)
+    }
+    text = "\n".join(bench_quality.findings(card))
+    assert "- dpo refuses 20% of XSTest's safe prompts, 20 points more than the base model" in text
+    assert "sft refuses" not in text and "bon_dpo refuses" not in text  # within 5 points of the base model
+    assert "Lowest jailbreak success: base + system prompt (0.200; the base model 0.700)" in text
+    assert "Highest harmlessness score by the reward model: bon_dpo (sft -2.300, dpo -2.500" in text
+
+
 @pytest.mark.slow
 @needs_hh
 def test_dpo_experiment_runs_on_a_small_slice_of_hh(tmp_path):
