@@ -540,10 +540,13 @@ def write_results(study_rows: list[dict] | None, timings: dict) -> None:
         "",
     ]
     lines += ["## Cost", "", "| run | wall time | command |", "|---|---|---|"]
-    for name, t in measured["timings"].items():
+    runs = measured["timings"]
+    for name in [*(n for n in EXPERIMENTS if n in runs), *(n for n in runs if n not in EXPERIMENTS)]:
+        t = runs[name]  # the experiments first, then the evaluations
         lines.append(f"| {name} | {t['seconds'] / 60:.1f} min | `{t['command']}` |")
     lines += ["", "Peak memory: the pipeline process's, up to the end of the stage (a pipeline's stages share it).", ""]
-    lines += ["| stage | training + validation time | peak resident memory |", "|---|---|---|"]
+    lines += ["| stage | time (training and validation; bon: sampling and scoring) | peak resident memory |"]
+    lines += ["|---|---|---|"]
     for name, st in measured["stages"].items():
         lines.append(f"| {name} | {st['seconds'] / 60:.1f} min | {st['peak_rss_gib']:.2f} GiB |")
     path = REPO / "docs" / "results.md"
