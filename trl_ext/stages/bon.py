@@ -55,7 +55,7 @@ def sample(cfg: DictConfig, stage: Stage):
         "mean_score": sum(sum(r.scores) / len(r.scores) for r in results) / len(results),
         "mean_best_score": sum(r.best_score for r in results) / len(results),
         "curve": curve,
-        "runtime": round(runtime, 1),  # seconds of sampling and scoring
+        "runtime": runtime,  # seconds of sampling and scoring
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),  # Linux: KiB
     }
 
