@@ -344,15 +344,12 @@ def held_out_evaluation(held_out: Path) -> None:
 
 
 def stages() -> dict:
-    """Each stage's time, peak memory and log history (trained models), from its folder. The best-of-N stage's cost
-    is in its manifest from 2026-12-06 on: an older one is left out."""
+    """Each stage's time, peak memory and log history (trained models), from its folder."""
     from trl_ext.stages.evaluation import log_history
 
     out = {}
     for name, path in {**MODELS, "bon": RUNS / "bon"}.items():
         manifest = json.loads((path / "stage.json").read_text())
-        if name == "bon" and "runtime" not in manifest["metrics"]:
-            continue
         out[name] = {
             "seconds": stage_seconds(path),
             "peak_rss_gib": manifest["metrics"].get("peak_rss_gib"),

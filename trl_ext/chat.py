@@ -70,6 +70,14 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, system_pro
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def prompt_lengths(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], system_prompt: str | None = None
+) -> list[int]:
+    """Token length of each rendered prompt (the sort key of batching prompts of like lengths)."""
+    texts = [render_prompt(tokenizer, p, system_prompt) for p in prompts]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
 @dataclass
 class EncodedPrompts:
     """A left-padded batch of prompts, and how many were cut to `max_length`."""

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from trl_ext.chat import Prompt, encode_prompts, render_prompt
+from trl_ext.chat import Prompt, encode_prompts, prompt_lengths
 
 
 @dataclass
@@ -26,12 +26,6 @@ class Generations:
     finished: list[bool]  # ended with EOS (False: cut at max_new_tokens)
     truncated_prompts: int = 0  # prompts cut from the left to max_prompt_length
     calls: int = 0  # `generate` calls made
-
-
-def prompt_lengths(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], system_prompt: str | None) -> list:
-    """Token length of each rendered prompt (the sort key of batching)."""
-    texts = [render_prompt(tokenizer, p, system_prompt) for p in prompts]
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
 @torch.no_grad()

@@ -23,8 +23,8 @@ from trl_ext.chat import (
     completion_like,
     completion_messages,
     encode_prompts,
+    prompt_lengths,
     prompt_messages,
-    render_prompt,
 )
 from trl_ext.rewards import score
 
@@ -91,8 +91,8 @@ class BestOfNSampler:
         kwargs = {"do_sample": True, "temperature": 1.0, "max_new_tokens": 64, **self.generation_kwargs}
         torch.manual_seed(self.seed)
         self.model.eval()
-        rendered = self.tokenizer([render_prompt(self.tokenizer, p) for p in prompts], add_special_tokens=False)
-        order = sorted(range(len(prompts)), key=lambda i: len(rendered["input_ids"][i]))  # little left padding
+        lengths = prompt_lengths(self.tokenizer, prompts)
+        order = sorted(range(len(prompts)), key=lengths.__getitem__)  # batches of like lengths: little left padding
         out: list[list[str]] = [[] for _ in prompts]
         starts = range(0, len(prompts), self.batch_size)
         for start in tqdm(starts, desc=f"best-of-{self.n}", disable=len(starts) < 2):

@@ -33,11 +33,11 @@ def sample(cfg: DictConfig, stage: Stage):
     with full_weights():  # each process samples its own prompts with a whole copy (also after a ZeRO-3 stage)
         policy, reward_model = load_policy(path, tokenizer), load_reward_model(cfg.reward_model, rm_tokenizer)
     prompt_length = sampling.get("max_prompt_length")  # the reward model reads what the policy answered
-    score_length = prompt_length + sampling["generation"]["max_new_tokens"] if prompt_length else 512
+    limit = {"max_length": prompt_length + sampling["generation"]["max_new_tokens"]} if prompt_length else {}
     sampler = BestOfNSampler(
         policy.to(state.device),
         tokenizer,
-        RewardModelScorer(reward_model.to(state.device), rm_tokenizer, max_length=score_length),
+        RewardModelScorer(reward_model.to(state.device), rm_tokenizer, **limit),
         generation_kwargs=sampling.pop("generation"),
         **sampling,
     )
