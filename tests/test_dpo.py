@@ -74,6 +74,19 @@ def test_alpha_subtracts_the_length_difference_from_the_margin(tmp_path, tiny_pa
     assert length_gap > 0 and first_loss(rdpo).item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_rdpo_evaluates_the_plain_implicit_reward(tmp_path, tiny_path, tiny_tokenizer):
+    """The length term trains; validation reports beta * log(pi / pi_ref), comparable with plain DPO's."""
+    eval_rows = Dataset.from_list(PAIRS)
+    plain = build(tmp_path / "a", tiny_path, tiny_tokenizer, eval_dataset=eval_rows)
+    rdpo = build(
+        tmp_path / "b", tiny_path, tiny_tokenizer, LengthRegularizedDPOTrainer, rdpo_alpha=0.05, eval_dataset=eval_rows
+    )
+    for column in ("ref_chosen_logps", "ref_rejected_logps"):
+        assert rdpo.eval_dataset[column] == plain.eval_dataset[column]
+        assert rdpo.train_dataset[column] != plain.train_dataset[column]  # the training split is shifted
+    assert rdpo.evaluate()["eval_rewards/accuracies"] == plain.evaluate()["eval_rewards/accuracies"]
+
+
 def test_rdpo_refuses_settings_it_cannot_express(tmp_path, tiny_path, tiny_tokenizer):
     with pytest.raises(ValueError, match="margin losses"):
         build(tmp_path, tiny_path, tiny_tokenizer, LengthRegularizedDPOTrainer, loss_type=("ipo",), rdpo_alpha=0.1)

@@ -7,8 +7,10 @@ Implementation: with precomputed reference log-probs (our recipes' default), shi
 log-prob by (alpha / beta) * |y| subtracts exactly alpha * (|y_w| - |y_l|) from every loss that depends on the
 margin (sigmoid, hinge, robust, ...); TRL's loss code is untouched, and alpha = 0 is TRL's DPO to the bit. The shift
 is applied after TRL's cached precompute, so a cache made by plain DPO is never mistaken for R-DPO's or the reverse.
-The logged `rewards/*` are then R-DPO's length-corrected implicit rewards. TRL's own LD-DPO (`ld_alpha`) stays
-available beside it.
+The length term is a training regulariser: it shifts the training split only. The logged training `rewards/*` are
+R-DPO's length-corrected margins; the evaluation's are the model's implicit rewards beta * log(pi / pi_ref), as in
+plain DPO, so validation accuracy compares across alphas (docs/results.md's study). TRL's own LD-DPO (`ld_alpha`)
+stays available beside it.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class LengthRegularizedDPOTrainer(DPOTrainerHooks):
 
     def after_ref_logps(self, dataset: Dataset, name: str) -> Dataset:
         dataset = super().after_ref_logps(dataset, name)
-        if not self.rdpo_alpha:
+        if not self.rdpo_alpha or name != "train":  # evaluation splits keep the plain implicit reward
             return dataset
         shift = self.rdpo_alpha / self.beta
 
