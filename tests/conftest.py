@@ -13,10 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 HH_FILE = SHARED_DATA / "hh-rlhf" / "harmless-base-test.shared.jsonl.gz"
 needs_hh = pytest.mark.skipif(not HH_FILE.exists(), reason=f"shared HH-RLHF data not found at {HH_FILE}")
-XSTEST_FILE = SHARED_DATA / "xstest" / "xstest_prompts.csv"  # the scorecard's default prompts (every pipeline run)
-needs_xstest = pytest.mark.skipif(
-    not XSTEST_FILE.exists(), reason=f"shared XSTest prompts (the scorecard's default) not found at {XSTEST_FILE}"
-)
+# The scorecard's prompts in a test run: the 8 that +debug=default uses (the default, XSTest, lives in ../shared).
+DEBUG_PROMPTS = REPO / "conf" / "debug" / "scorecard_prompts.csv"
 
 
 def pytest_collection_modifyitems(config, items):

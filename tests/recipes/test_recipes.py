@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-from tests.conftest import REPO, needs_xstest, recipe, run_cmd
+from tests.conftest import REPO, recipe, run_cmd
 from trl_ext.stages.evaluation import log_history
 
 FEW = ["+debug=default"]  # conf/debug/default.yaml: the tiny model, two steps
@@ -42,7 +42,6 @@ def test_recipes_under_accelerate_launch(tmp_path, stage, extra, loader):
     assert stage != "dpo" or manifest["config"]["trainer"]["loss_type"] == ["ipo"]
 
 
-@needs_xstest
 def test_pipeline_skips_complete_stages_and_refuses_changed_config(tmp_path):
     recipe("pipeline", *PIPELINE_FEW, f"hydra.run.dir={tmp_path}")
     report = (tmp_path / "report.md").read_text()
@@ -68,7 +67,6 @@ def test_pipeline_skips_complete_stages_and_refuses_changed_config(tmp_path):
     assert json.loads((tmp_path / "dpo" / "stage.json").read_text())["config"]["trainer"]["beta"] == 0.5
 
 
-@needs_xstest
 def test_eval_recipe_on_saved_models(tmp_path):
     recipe("sft", *FEW, f"hydra.run.dir={tmp_path}")
     recipe("eval", *FEW, f"+models.mine={tmp_path / 'sft'}", f"hydra.run.dir={tmp_path / 'eval'}")

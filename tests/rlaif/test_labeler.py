@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HH_FILE, REPO, SHARED_DATA, compose, needs_hh, needs_xstest, recipe, run_cmd
+from tests.conftest import DEBUG_PROMPTS, HH_FILE, REPO, SHARED_DATA, compose, needs_hh, recipe, run_cmd
 from trl_ext.data import load_preferences
 from trl_ext.exceptions import ConfigError
 from trl_ext.rewards import score
@@ -347,7 +347,6 @@ def test_human_agreement_by_hand():
 # ---- recipes ----
 
 
-@needs_xstest
 def test_pipeline_sft_rlaif_dpo(tmp_path):
     recipe(
         "pipeline",
@@ -358,6 +357,7 @@ def test_pipeline_sft_rlaif_dpo(tmp_path):
         "rlaif.max_prompts=8",
         "rlaif.sampling.generation.max_new_tokens=8",
         "evaluation.n_generate=1",
+        f"scorecard.prompts={DEBUG_PROMPTS}",
         f"hydra.run.dir={tmp_path}",
     )
     pairs = [json.loads(line) for line in (tmp_path / "rlaif" / "pairs.jsonl").read_text().splitlines()]

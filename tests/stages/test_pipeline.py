@@ -6,7 +6,7 @@ import json
 import pytest
 from transformers import AutoModelForCausalLM
 
-from tests.conftest import HH_FILE, compose, needs_hh, needs_xstest
+from tests.conftest import HH_FILE, compose, needs_hh
 from trl_ext.exceptions import ConfigError, DataError
 from trl_ext.stages import POLICY, dpo, pipeline
 from trl_ext.stages.evaluation import log_history
@@ -50,7 +50,6 @@ def test_drop_refusals_trains_without_refusing_chosen_answers_and_keeps_the_eval
     assert sum(fitted["train"].values()) == len(data["train"]) - refusing
 
 
-@needs_xstest
 def test_rlhf_pipeline_sft_rm_ppo(tmp_path):
     run_pipeline(
         tmp_path,
@@ -73,7 +72,6 @@ def test_rlhf_pipeline_sft_rm_ppo(tmp_path):
     AutoModelForCausalLM.from_pretrained(tmp_path / "ppo")
 
 
-@needs_xstest
 def test_on_policy_pipeline_sft_bon_dpo_two_rounds(tmp_path):
     run_pipeline(
         tmp_path,
@@ -96,7 +94,6 @@ def test_on_policy_pipeline_sft_bon_dpo_two_rounds(tmp_path):
     assert (tmp_path / "bon" / "bon_curve.png").exists() and "| dpo_2 |" in (tmp_path / "report.md").read_text()
 
 
-@needs_xstest
 def test_named_stages_let_two_pipelines_share_a_run_folder(tmp_path):
     """`dpo@bon_dpo` puts a dpo stage in folder bon_dpo: a second pipeline in the folder of an SFT -> DPO run reuses
     its SFT model and leaves its dpo folder alone."""
@@ -153,7 +150,6 @@ def test_pipeline_on_shared_hh_rlhf(tmp_path):
     assert fitted["train"].get("shortened", 0) > 0  # long HH conversations kept their latest turns
 
 
-@needs_xstest
 def test_every_run_ends_with_the_behaviour_scorecard(tmp_path):
     run_pipeline(tmp_path)
     card = json.loads((tmp_path / "scorecard.json").read_text())
@@ -175,7 +171,6 @@ def test_every_run_ends_with_the_behaviour_scorecard(tmp_path):
     assert {"dpo/over_refusal", "base + system prompt/unsafe_compliance", "sft/kl_proxy"} <= set(metrics["scorecard"])
 
 
-@needs_xstest
 def test_a_bad_scorecard_input_fails_before_any_training(tmp_path):
     with pytest.raises(DataError, match="scorecard.prompts: missing.csv not found"):
         run_pipeline(tmp_path, "scorecard.prompts=missing.csv")

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, needs_xstest, recipe
+from tests.conftest import DEBUG_PROMPTS, REPO, recipe
 from trl_ext.stages.evaluation import log_history
 
 STAGES = ["sft", "reward", "dpo", "ppo"]
@@ -31,6 +31,7 @@ PIPELINE = [
     "ppo.trainer.max_steps=6",
     "ppo.trainer.save_steps=2",
     "evaluation.n_generate=1",
+    f"scorecard.prompts={DEBUG_PROMPTS}",
 ]
 
 
@@ -63,7 +64,6 @@ def history(folder: Path) -> list[dict]:
     return [{k: v for k, v in entry.items() if not is_timing(k)} for entry in log_history(folder)]
 
 
-@needs_xstest
 @pytest.mark.slow
 def test_kill_and_resume_dpo_and_ppo_match_an_uninterrupted_run(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
