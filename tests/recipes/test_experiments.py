@@ -106,12 +106,26 @@ def test_the_study_notes_quote_the_rows_they_explain(monkeypatch):
 
     def row(key, accuracy, margin=0.1, seconds=600.0, rows=600):
         command = f"python recipes/x.py data.max_rows={rows}"
-        return {"key": key, "accuracy": accuracy, "margin": margin, "seconds": seconds, "command": command}
+        figures = {"accuracy": accuracy, "margin": margin, "seconds": seconds, "peak_rss_gib": 4.0}
+        return {"key": key, "command": command, **figures}
 
     rows = [row("dpo_top8", 0.511), row("dpo_top8_lr5e4", 0.622, 0.05), row("dpo_top8_lr1e3", 0.633, 0.2)]
     notes = "\n".join(bench_quality.study_notes(rows))
-    assert "lr 5e-4 (0.622, margin 0.050) over 2e-4 (0.511)" in notes and "4.0x the margin" in notes
+    assert "best first: 1e-3 (0.633, margin 0.200), 5e-4 (0.622, margin 0.050), 2e-4 (0.511" in notes
+    assert "accuracy inside the noise, 4.0x the margin" in notes and "The experiments use 5e-4." in notes
     assert "Reward model" not in notes and "PPO" not in notes  # their rows did not run: no claims about them
+    rm = [row("rm_top8", 0.66), row("rm_top8_lr3e4", 0.5), row("rm_top8_lr1e3", 0.6, rows=800)]
+    rm_notes = "\n".join(bench_quality.study_notes([*rm, row("rm_top8_lr1e3_all", 0.7, seconds=900.0, rows=1085)]))
+    assert "best first: 1e-4 (0.660), 1e-3 (0.600), 3e-4 (0.500). The experiments use 1e-3;" in rm_notes
+    more = "validate at 0.700 against 0.600 for 800 (higher by more than the noise), in 15.0 against 10.0 min, peaking"
+    assert more in rm_notes
+    base = row("dpo_top8_lr5e4", 0.6, seconds=540.0)
+    full = row("dpo_full", 0.55, seconds=600.0, rows=300) | {"peak_rss_gib": 5.0}
+    others = [row("dpo_top8_r64", 0.62), row("dpo_top8_rdpo", 0.5), full, base]
+    dpo_notes = "\n".join(bench_quality.study_notes(others))
+    assert "rank 64 (alpha 128): 0.620 against rank 16's 0.600 (inside the noise)" in dpo_notes
+    assert "R-DPO" in dpo_notes and "0.500 against DPO's 0.600 (lower by more than the noise)" in dpo_notes
+    assert "2.00 against 0.90 s per pair, peak 5.0 against 4.0 GiB" in dpo_notes
     ipo = "\n".join(bench_quality.study_notes([row("dpo_top8_lr5e4", 0.6), row("dpo_top8_ipo", 0.7)]))
     assert "IPO at the same beta and lr (0.700): IPO better by more than the noise" in ipo
     ppo = {"key": "ppo_all", "reward_before": -1.2, "reward": -1.1, "kl": 0.5}
@@ -119,6 +133,18 @@ def test_the_study_notes_quote_the_rows_they_explain(monkeypatch):
     assert "ppo_all -1.200 -> -1.100 (KL 0.50); ppo_all raised it most" in rose
     fell = "\n".join(bench_quality.study_notes([ppo | {"reward": -1.3}]))
     assert "no row raised the mean reward" in fell and "ppo_all -1.200 -> -1.300" in fell
+
+
+def test_the_study_scorecard_note_compares_the_evasion_settings(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_quality
+
+    rates = {"base": 0.02, "sft": 0.04, "dpo_top8": 0.10, "dpo_top8_drop": 0.06, "dpo_top8_lr5e4": 0.12}
+    card = {f"{arm}/over_refusal": r for arm, r in rates.items()} | {f"{a}/unsafe_compliance": 0.8 for a in rates}
+    (note,) = bench_quality.card_notes(card)
+    assert "base 0.020, SFT 0.040, DPO at lr 2e-4 0.100, at 5e-4 (the experiments') 0.120" in note
+    assert "`drop_refusals=probe` at 2e-4 0.060 against 0.100" in note and "10 points, more than the target's 5" in note
+    assert bench_quality.card_notes({k: v for k, v in card.items() if not k.startswith("dpo_top8_drop")}) == []
 
 
 def test_an_experiments_time_counts_the_stages_it_reused(monkeypatch):
