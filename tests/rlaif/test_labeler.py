@@ -372,6 +372,7 @@ def test_pipeline_sft_rlaif_dpo(tmp_path):
     audit = json.loads((tmp_path / "rlaif" / "audit.json").read_text())
     metrics = json.loads((tmp_path / "rlaif" / "metrics.json").read_text())
     assert audit["pairs"] == 30 and metrics["human_agreement"] == audit["agreement"]  # demo: 200 rows, 15% held out
+    assert metrics["runtime"] > 0 and 0 < metrics["peak_rss_gib"] < 64  # the stage's cost, as best-of-N's
     assert "## AI feedback: rlaif" in report and f"| {audit['agreement']:.3f} |" in report
     assert (tmp_path / "rlaif" / "calibration.png").stat().st_size > 0 and "(rlaif/calibration.png)" in report
 

@@ -5,7 +5,6 @@ across processes and the results gathered in their original order."""
 from __future__ import annotations
 
 import json
-import resource
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from trl_ext.models import load_policy, load_reward_model, load_tokenizer, model
 from trl_ext.rewards import RewardModelScorer
 from trl_ext.sampling import BestOfNSampler, best_of_n_curve, plot_best_of_n, preference_pairs
 from trl_ext.stages.folder import Stage
-from trl_ext.stages.lifecycle import PAIRS, StageOutput, run_stage, write_json
+from trl_ext.stages.lifecycle import PAIRS, StageOutput, peak_rss_gib, run_stage, write_json
 
 
 def sample(cfg: DictConfig, stage: Stage):
@@ -56,7 +55,7 @@ def sample(cfg: DictConfig, stage: Stage):
         "mean_best_score": sum(r.best_score for r in results) / len(results),
         "curve": curve,
         "runtime": runtime,  # seconds of sampling and scoring
-        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),  # Linux: KiB
+        "peak_rss_gib": peak_rss_gib(),
     }
 
     def write(out: Path) -> None:

@@ -4,6 +4,7 @@ output folder atomically; and what a stage hands the next one (`StageOutput`).""
 from __future__ import annotations
 
 import json
+import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,11 @@ from trl_ext.stages.folder import Stage
 
 POLICY, REWARD_MODEL, PAIRS = "policy", "reward_model", "pairs"  # what a stage makes
 Writer = Callable[[Path], None]
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory so far, in GiB (Linux reports KiB): the stage's own when it runs alone."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
 
 
 @dataclass(frozen=True)

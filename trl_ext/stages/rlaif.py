@@ -20,7 +20,7 @@ from trl_ext.models import load_policy, load_tokenizer, model_path
 from trl_ext.rlaif import Constitution, ConstitutionalLabeler, audit_judge, label_responses, plot_calibration, save_rows
 from trl_ext.sampling import BestOfNSampler
 from trl_ext.stages.folder import Stage
-from trl_ext.stages.lifecycle import PAIRS, StageOutput, run_stage, write_json
+from trl_ext.stages.lifecycle import PAIRS, StageOutput, peak_rss_gib, run_stage, write_json
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ def label(cfg: DictConfig, stage: Stage):
     constitution = Constitution.from_config(cfg.constitution)  # a bad file fails before any model loads
     prompts = list(load_prompts(**node_kwargs(cfg.data))[0]["train"]["prompt"])[: cfg.max_prompts]
     sampling = to_dict(cfg.sampling)
+    began = time.perf_counter()
     policy, tokenizer = load_model(cfg.model, state.device)
     sampler = BestOfNSampler(policy, tokenizer, [], generation_kwargs=sampling.pop("generation"), **sampling)
     with state.split_between_processes(prompts) as shard:  # contiguous shards: gathering keeps the order
@@ -85,6 +86,8 @@ def label(cfg: DictConfig, stage: Stage):
         "mean_margin": sum(row["margin"] for row in rows) / len(rows),
         "position_flip_rate": sum(c["position_flip"] for c in comparisons) / len(comparisons),
         **{key: sum(c[key] for c in comparisons) for key in ("truncated", "suspect_injection")},
+        "runtime": time.perf_counter() - began,  # seconds of sampling, auditing and labeling
+        "peak_rss_gib": peak_rss_gib(),
     }
     if judge_audit:
         metrics.update(human_agreement=judge_audit["agreement"], human_position_bias=judge_audit["position_bias_rate"])

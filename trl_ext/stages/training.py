@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from trl_ext.exceptions import ConfigError
 from trl_ext.guards import guard_non_finite
 from trl_ext.models import load_tokenizer, model_path
 from trl_ext.stages.folder import TRAINER_STATE_NAME, Stage
-from trl_ext.stages.lifecycle import POLICY, StageOutput, run_stage, write_json
+from trl_ext.stages.lifecycle import POLICY, StageOutput, peak_rss_gib, run_stage, write_json
 
 logger = logging.getLogger(__name__)
 BuildTrainer = Callable[[DictConfig, str, Any, Any, Path], Any]  # (cfg, model path, tokenizer, data, work dir)
@@ -93,9 +92,7 @@ def train(stage: Stage, trainer) -> dict[str, Any]:
     result = trainer.train(resume_from_checkpoint=checkpoint)
     train_metrics = getattr(result, "metrics", result)
     eval_metrics = trainer.evaluate() if getattr(trainer, "eval_dataset", None) is not None else {}
-    # peak resident memory of this process so far (Linux reports KiB): the stage's own when it runs alone
-    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return {**train_metrics, **eval_metrics, "peak_rss_gib": round(peak_gib, 3)}
+    return {**train_metrics, **eval_metrics, "peak_rss_gib": peak_rss_gib()}
 
 
 def save_model(trainer, out_dir: Path) -> None:
