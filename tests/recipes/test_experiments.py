@@ -14,6 +14,7 @@ EXPERIMENTS = {
     "hh_dpo_smollm2": ["sft", "dpo"],
     "hh_ppo_smollm2": ["sft", "reward", "ppo"],
     "hh_bon_dpo_smollm2": ["sft", "reward", "bon", "dpo@bon_dpo"],
+    "hh_rlaif_dpo_smollm2": ["sft", "rlaif", "dpo@rlaif_dpo"],
 }
 
 
@@ -29,11 +30,14 @@ def test_the_experiments_share_their_sft_and_reward_stages():
     model: those stages see the same config, so the stage's config hash matches."""
     cfgs = {name: compose("pipeline", f"+experiment={name}", "data.path=pairs.jsonl") for name in EXPERIMENTS}
     sft = [stage_config(cfg, "sft", {}, {}) for cfg in cfgs.values()]
-    assert sft[0] == sft[1] == sft[2]
+    assert all(one == sft[0] for one in sft)
     reward = [stage_config(cfgs[name], "reward", {}, {}) for name in ("hh_ppo_smollm2", "hh_bon_dpo_smollm2")]
     assert reward[0] == reward[1]
     dpo = [stage_config(cfgs[name], "dpo", {}, {}) for name in ("hh_dpo_smollm2", "hh_bon_dpo_smollm2")]
-    assert dpo[0] == dpo[1]  # the same DPO settings; the pipeline gives bon_dpo the best-of-N pairs
+    dpo.append(stage_config(cfgs["hh_rlaif_dpo_smollm2"], "dpo", {}, {}))
+    assert dpo[0] == dpo[1] == dpo[2]  # the same DPO settings; the pipeline gives the later ones their own pairs
+    rlaif = stage_config(cfgs["hh_rlaif_dpo_smollm2"], "rlaif", {"name": "sft"}, {})
+    assert rlaif.judge.name == "smollm2" and rlaif.constitution.principles  # the base model judges by the constitution
 
 
 def test_command_line_overrides_win_over_the_experiment():
@@ -133,6 +137,98 @@ def test_the_study_notes_quote_the_rows_they_explain(monkeypatch):
     assert "ppo_all -1.200 -> -1.100 (KL 0.50); ppo_all raised it most" in rose
     fell = "\n".join(bench_quality.study_notes([ppo | {"reward": -1.3}]))
     assert "no row raised the mean reward" in fell and "ppo_all -1.200 -> -1.300" in fell
+
+
+def test_the_study_notes_rank_beta_and_max_length_against_the_experiments_values(monkeypatch):
+    """beta and max_length are chosen from the study's rows: ranked, read against the noise, with what fitting the
+    prompts cost; a row that did not run leaves its note out rather than claiming a choice."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_quality
+
+    def row(key, accuracy, fitted=None):
+        figures = {"accuracy": accuracy, "margin": 0.1, "seconds": 600.0, "peak_rss_gib": 4.0}
+        return {"key": key, "command": "python recipes/dpo.py data.max_rows=600", **figures} | (
+            {"fitted": fitted} if fitted else {}
+        )
+
+    betas = [row("dpo_top8_beta005", 0.62), row("dpo_top8_lr5e4", 0.6), row("dpo_top8_beta03", 0.5)]
+    notes = "\n".join(bench_quality.study_notes(betas))
+    assert "DPO beta (top 8 blocks, lr 5e-4, 600 pairs), best first: 0.05 (0.620, 10.0 min), 0.1 (0.600" in notes
+    assert "no other value validates higher by more than the noise, so the experiments keep 0.1." in notes
+    assert "max_length" not in notes  # its rows did not run
+    betas[0]["accuracy"] = 0.7
+    assert "0.05 validates higher by more than the noise" in "\n".join(bench_quality.study_notes(betas))
+    lengths = [
+        row("dpo_top8_len128", 0.58, {"fits": 100, "shortened": 400, "too_long": 100}),
+        row("dpo_top8_lr5e4", 0.6, {"fits": 438, "shortened": 149, "too_long": 13}),
+        row("dpo_top8_len512", 0.61, {"fits": 590, "shortened": 10}),
+    ]
+    notes = "\n".join(bench_quality.study_notes(lengths))
+    ranked = "best first: 512 (0.610, 10.0 min, 10 shortened, 0 too long), 256 (0.600, 10.0 min, 149 shortened, 13 too"
+    assert ranked in notes and "the experiments keep 256" in notes
+    assert "DPO beta" not in notes  # its rows did not run
+
+
+def test_the_evasion_check_reports_drop_refusals_against_dpo_and_the_target(monkeypatch):
+    """The held-out section on evasion: DPO with and without the refusal pairs, read against the base model's rate
+    and the target's 5 points; absent until the check has run."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_quality
+
+    rates = {"base": (0.0, 0.96), "sft": (0.01, 0.9), "dpo": (0.09, 0.84), "dpo_drop": (0.03, 0.88)}
+    card = {f"{arm}/{k}": v for arm, r in rates.items() for k, v in zip(("over_refusal", "unsafe_compliance"), r)}
+    vs_sft = {"dpo": {"implicit_accuracy": 0.624, "implicit_margin": 0.08}}
+    vs_sft["dpo_drop"] = {"implicit_accuracy": 0.6, "implicit_margin": 0.05}
+    text = "\n".join(bench_quality.evasion_lines(card, vs_sft, dropped=57))
+    assert "without the 57 training pairs" in text
+    assert "| dpo (every pair) | 0.090 | 0.840 | 0.624 |" in text and "| dpo_drop | 0.030 | 0.880 | 0.600 |" in text
+    assert "| base | 0.000 | 0.960 | n/a |" in text
+    assert "lowers over-refusal from 0.09 to 0.03, within the target's 5 points above the base model (0.00)" in text
+    card["dpo_drop/over_refusal"] = 0.07
+    assert "0.09 to 0.07, still outside the target" in "\n".join(bench_quality.evasion_lines(card, vs_sft, 57))
+    card["dpo_drop/over_refusal"] = 0.12
+    verdict = "does not lower over-refusal here (0.12 against 0.09); unsafe compliance 0.88 against 0.84"
+    assert verdict in "\n".join(bench_quality.evasion_lines(card, vs_sft, 57))
+    del card["dpo_drop/over_refusal"]
+    assert bench_quality.evasion_lines(card, vs_sft, None) == []
+
+
+def test_models_evaluated_in_a_run_of_their_own_join_the_tables_when_the_shared_arms_agree(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_quality
+
+    card = {"base/over_refusal": 0.0, "base/harmless_score": -2.37, "dpo/over_refusal": 0.09}
+    added = {"models": {"base": {"logp_accuracy": 0.5}, "dpo_drop": {"implicit_accuracy": 0.55}}}
+    added["scorecard"] = {"base/over_refusal": 0.0, "base/harmless_score": -2.37, "dpo_drop/over_refusal": 0.02}
+    models, merged, line = bench_quality.with_added({"dpo": {"implicit_accuracy": 0.6}}, card, added)
+    assert set(models) == {"dpo", "dpo_drop"} and merged["dpo_drop/over_refusal"] == 0.02
+    assert merged["base/harmless_score"] == -2.37 and "answered as in the main run (the same 2 figures)" in line[0]
+    added["scorecard"]["base/harmless_score"] = -2.5
+    line = bench_quality.with_added({}, card, added)[2]
+    assert "came out differently from the main run (base/harmless_score)" in line[0]
+    assert bench_quality.with_added({}, card, None) == ({}, card, [])
+
+
+def test_a_rerun_of_the_benchmark_keeps_finished_commands_and_their_times(tmp_path, monkeypatch):
+    """An interrupted `python scripts/bench_quality.py` is rerun: what finished is not run again (its recorded time
+    stays), what did not finish or is new runs."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_quality
+
+    monkeypatch.setattr(bench_quality, "WORK", tmp_path)
+    ran = []
+    monkeypatch.setattr(bench_quality, "run", lambda args, log: ran.append(args) or 60.0)
+    done = tmp_path / "done"
+    args = ["recipes/eval.py", "x=1", f"hydra.run.dir={done}"]
+    bench_quality.timed("eval", args, tmp_path / "log")
+    assert len(ran) == 1 and bench_quality.load_json(tmp_path / "timings.json")["eval"]["seconds"] == 60.0
+    bench_quality.timed("eval", args, tmp_path / "log")
+    assert len(ran) == 2  # its folder was never made: it did not really finish
+    done.mkdir()
+    bench_quality.timed("eval", args, tmp_path / "log")
+    assert len(ran) == 2  # finished and recorded: skipped
+    bench_quality.timed("eval", ["recipes/eval.py", "x=2", f"hydra.run.dir={done}"], tmp_path / "log")
+    assert len(ran) == 3  # another command under the same name: run
 
 
 def test_the_study_scorecard_note_compares_the_evasion_settings(monkeypatch):
