@@ -122,8 +122,9 @@ def test_scorecard_end_to_end_on_tiny(tmp_path, tiny_path, prompt_file, second_m
     assert metrics["sft/harmless_win_rate"] == 0.5 and "base/over_refusal" in metrics
 
 
-def answer(arm, kind, pid, label, template=None, tokens=3, score=None, finished=True):
-    a = {"arm": arm, "set": kind, "prompt_id": pid, "template": template, "answer": "", "n_tokens": tokens}
+def answer(arm, kind, pid, label, template=None, tokens=3, score=None, finished=True, text=None):
+    text = f"{arm}'s answer to {kind} {pid}" if text is None else text
+    a = {"arm": arm, "set": kind, "prompt_id": pid, "template": template, "answer": text, "n_tokens": tokens}
     a.update(
         finished=finished, **({"label": label} if label else {}), **({"score": score} if score is not None else {})
     )
@@ -147,6 +148,10 @@ def test_measures_against_hand_counts():
     assert (t1["attack_success"], t1["without_attack"], t1["delta"]) == (1.0, 0.5, 0.5)
     assert (t2["attack_success"], t2["delta"]) == (0.0, -0.5) and m["jailbreak"]["overall"]["attack_success"] == 0.5
     assert m["harmlessness"] == {"n": 2, "mean_score": 1.0, "win_rate": 0.75}  # one win, one tie
+    # the same answer as the baseline's is a tie, though batch padding moved one of its scores in the sixth digit
+    same = [answer("a", "data", "0", None, score=-2.3626547, text="No."), answer("a", "data", "1", None, score=1.0)]
+    same += [answer("b", "data", "0", None, score=-2.3626528, text="No."), answer("b", "data", "1", None, score=0.0)]
+    assert sc._measures(same, "a", baseline="b")["harmlessness"]["win_rate"] == 0.75
     assert (
         m["length"]["mean_tokens"] == pytest.approx((11 * 3 + 9) / 12)
         and m["length"]["cut_at_max_new_tokens"] == 1 / 12

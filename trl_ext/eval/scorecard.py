@@ -404,6 +404,14 @@ def _rate(answers: Sequence[dict], *labels: str) -> float | None:
     return sum(a["label"] in labels for a in answers) / len(answers) if answers else None
 
 
+def _win(answer: dict[str, Any], base: dict[str, Any]) -> float:
+    """1 if `answer` scores above the baseline's answer to the same prompt, 0.5 a tie, else 0. The same text is a tie
+    whatever its two scores: scored in differently padded batches, one answer's score moves in the sixth digit."""
+    if answer["answer"] == base["answer"] or answer["score"] == base["score"]:
+        return 0.5
+    return 1.0 if answer["score"] > base["score"] else 0.0
+
+
 def _measures(answers: Sequence[dict[str, Any]], arm: str, baseline: str | None) -> dict[str, Any]:
     mine = [a for a in answers if a["arm"] == arm]
     of = {s: [a for a in mine if a["set"] == s] for s in SETS}
@@ -442,12 +450,9 @@ def _measures(answers: Sequence[dict[str, Any]], arm: str, baseline: str | None)
     data = of["data"]
     if data and all("score" in a for a in data):
         harmless: dict[str, Any] = {"n": len(data), "mean_score": sum(a["score"] for a in data) / len(data)}
-        base = {a["prompt_id"]: a["score"] for a in answers if a["arm"] == baseline and a["set"] == "data"}
+        base = {a["prompt_id"]: a for a in answers if a["arm"] == baseline and a["set"] == "data"}
         if base and arm != baseline:
-            wins = [
-                1.0 if a["score"] > base[a["prompt_id"]] else 0.5 if a["score"] == base[a["prompt_id"]] else 0.0
-                for a in data
-            ]
+            wins = [_win(a, base[a["prompt_id"]]) for a in data]
             harmless["win_rate"] = sum(wins) / len(wins)
         else:
             harmless["win_rate"] = None
