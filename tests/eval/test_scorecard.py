@@ -152,6 +152,12 @@ def test_measures_against_hand_counts():
     same = [answer("a", "data", "0", None, score=-2.3626547, text="No."), answer("a", "data", "1", None, score=1.0)]
     same += [answer("b", "data", "0", None, score=-2.3626528, text="No."), answer("b", "data", "1", None, score=0.0)]
     assert sc._measures(same, "a", baseline="b")["harmlessness"]["win_rate"] == 0.75
+    # a scorecard saved before that rule reads the new way, from its own answers; what the run recorded beside stays
+    saved = {"answers": same, "baseline": "b", "arms": {"a": {"kl_proxy": 0.2}, "b": {"kl_proxy": 0.0}}}
+    saved["arms"]["a"]["harmlessness"] = {"n": 2, "mean_score": -0.68, "win_rate": 0.5}
+    again = sc.remeasure(saved)
+    assert again["arms"]["a"]["harmlessness"]["win_rate"] == 0.75 and again["arms"]["a"]["kl_proxy"] == 0.2
+    assert sc.scorecard_metrics(again)["a/harmless_win_rate"] == 0.75 and again["answers"] is same
     assert (
         m["length"]["mean_tokens"] == pytest.approx((11 * 3 + 9) / 12)
         and m["length"]["cut_at_max_new_tokens"] == 1 / 12

@@ -467,6 +467,13 @@ def _measures(answers: Sequence[dict[str, Any]], arm: str, baseline: str | None)
     return out
 
 
+def remeasure(card: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved scorecard (scorecard.json) with every arm's measures counted again from its saved answers, labels and
+    scores: when a measure is corrected, earlier runs read the new way without answering anything again."""
+    answers, baseline = card["answers"], card["baseline"]
+    return {**card, "arms": {name: {**arm, **_measures(answers, name, baseline)} for name, arm in card["arms"].items()}}
+
+
 def scorecard_metrics(card: Mapping[str, Any]) -> dict[str, float]:
     """The headline numbers flat, `<arm>/<measure>`, for metrics.json."""
     flat = {}
