@@ -6,11 +6,12 @@ SmolLM2-135M-Instruct, measured on a held-out part no choice was made on; writes
 2. Study (`--study`): short runs on the train part only, each scored on the train part's own validation split
    (`data.eval_size`), for the settings the defaults are chosen from.
 3. The experiments: `recipes/pipeline.py +experiment=hh_dpo_smollm2`, `+experiment=hh_ppo_smollm2`,
-   and `+experiment=hh_bon_dpo_smollm2` (DPO on best-of-N pairs the reward model ranks) on the train part, in one run
-   folder (they share the SFT stage, and the last two the reward model), and the evasion check (hh_dpo_smollm2 with
-   `dpo.drop_refusals=probe`); then `recipes/eval.py` of base, base + system prompt, SFT, DPO, PPO, best-of-N DPO and
-   the reward model on the held-out part (preference accuracy, reward-model accuracy, the behaviour scorecard), and of
-   the evasion check's DPO model in a run of its own.
+   `+experiment=hh_bon_dpo_smollm2` (DPO on best-of-N pairs the reward model ranks) and
+   `+experiment=hh_rlaif_dpo_smollm2` (DPO on pairs an AI judge labels by the constitution) on the train part, in
+   one run folder (they share the SFT stage, the PPO and best-of-N ones the reward model), and the evasion check
+   (hh_dpo_smollm2 with `dpo.drop_refusals=probe`); then `recipes/eval.py` of base, base + system prompt, SFT, DPO,
+   PPO, best-of-N DPO and the reward model on the held-out part (preference accuracy, reward-model accuracy, the
+   behaviour scorecard), and of RLAIF DPO and the evasion check's DPO in a run of their own.
 
     python scripts/bench_quality.py            # split, experiments, held-out evaluation, docs/results.md
     python scripts/bench_quality.py --study    # the study first (without it, docs/results.md keeps the last study)
@@ -456,17 +457,18 @@ HELD_OUT_CARD = ["scorecard.n_safe=100", "scorecard.n_unsafe=50", "scorecard.att
 
 RUNS = WORK / "runs"
 MODELS = {name: RUNS / name for name in ("sft", "dpo", "ppo", "bon_dpo", "reward")}
-# Evaluated after the main evaluation, in a run of their own (so models are added without redoing it): the evasion
-# check's DPO model. The issue asks, where the held-out scorecard shows DPO teaching evasion, which setting reduces it:
-# the DPO experiment once more with dpo.drop_refusals=probe (DPO without the training pairs whose chosen answer the
-# probe reads as a refusal; its DPO stage in folder dpo_drop, the SFT stage reused). Reported beside the experiments,
-# not chosen on: the experiments keep the study's settings.
-ADDED = {name: RUNS / name for name in ("dpo_drop",)}
-POLICIES = ("dpo", "ppo", "bon_dpo")  # the aligned policies: each against SFT, the band-aid and the base model
+# Evaluated after the main evaluation, in a run of their own (so models are added without redoing it): the RLAIF
+# experiment's DPO model, and the evasion check's. The issue asks, where the held-out scorecard shows DPO teaching
+# evasion, which setting reduces it: the DPO experiment once more with dpo.drop_refusals=probe (DPO without the
+# training pairs whose chosen answer the probe reads as a refusal; its DPO stage in folder dpo_drop, the SFT stage
+# reused). Reported beside the experiments, not chosen on: the experiments keep the study's settings.
+ADDED = {name: RUNS / name for name in ("rlaif_dpo", "dpo_drop")}
+POLICIES = ("dpo", "ppo", "bon_dpo", "rlaif_dpo")  # the aligned policies: each against SFT, the band-aid and the base
 EXPERIMENTS = {  # experiment: (what it is, its stages that an earlier experiment trained in the run folder)
     "hh_dpo_smollm2": ("SFT -> DPO", ()),
     "hh_ppo_smollm2": ("SFT -> RM -> PPO", ("sft",)),
     "hh_bon_dpo_smollm2": ("SFT -> RM -> best-of-N -> DPO", ("sft", "reward")),
+    "hh_rlaif_dpo_smollm2": ("SFT -> RLAIF -> DPO", ("sft",)),
 }
 EVASION = "hh_dpo_smollm2, dpo.drop_refusals=probe"
 
@@ -520,6 +522,15 @@ def against_sft(held_out: Path, names: tuple[str, ...], title: str, folder: Path
     timed(title, args, WORK / "eval.log")
 
 
+def card_of(folder: Path) -> dict:
+    """A held-out evaluation's scorecard figures (`<arm>/<measure>`), counted again from its saved answers with the
+    current measures (`trl_ext.eval.remeasure`): a run made before a measure was corrected reads as a new one would."""
+    from trl_ext.eval import remeasure, scorecard_metrics
+
+    saved = load_json(folder / "scorecard.json")
+    return scorecard_metrics(remeasure(saved)) if saved else {}
+
+
 def with_added(models: dict, card: dict, added: dict | None) -> tuple[dict, dict, list[str]]:
     """The main evaluation's models and scorecard with the ADDED models' from their own run (`added`: its
     metrics.json); and a line saying whether the arms both runs answered (the base model and the band-aid, greedy)
@@ -551,7 +562,7 @@ def evasion_lines(card: dict, against_sft: dict, dropped: int | None) -> list[st
     if "dpo_drop/over_refusal" not in card:
         return []
     get = lambda arm, key: card.get(f"{arm}/{key}", float("nan"))  # noqa: E731
-    accuracy = lambda name: accuracy_of(against_sft[name])[0] if name in against_sft else None  # noqa: E731
+    accuracy = lambda name: accuracy_of(against_sft[name])[0] if name in ("dpo", "dpo_drop") else None  # noqa: E731
     rows = [  # (model, over-refusal, unsafe compliance, accuracy against SFT)
         (label, get(arm, "over_refusal"), get(arm, "unsafe_compliance"), accuracy(arm))
         for label, arm in (("base", "base"), ("sft", "sft"), ("dpo (every pair)", "dpo"), ("dpo_drop", "dpo_drop"))
@@ -566,6 +577,11 @@ def evasion_lines(card: dict, against_sft: dict, dropped: int | None) -> list[st
     else:
         verdict = f"dropping the refusal pairs does not lower over-refusal here ({drop:.2f} against {dpo:.2f})"
     comply = f"unsafe compliance {rows[3][2]:.2f} against {rows[2][2]:.2f}"
+    comply += (
+        f"; harmlessness score {get('dpo_drop', 'harmless_score'):.3f} against {get('dpo', 'harmless_score'):.3f}, "
+        f"win rate against the base model {get('dpo_drop', 'harmless_win_rate'):.3f} against "
+        f"{get('dpo', 'harmless_win_rate'):.3f}"
+    )
     cell = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
     return [
         "## Evasion: DPO without the refusal pairs",
@@ -591,7 +607,7 @@ def stages() -> dict:
     from trl_ext.stages.evaluation import log_history
 
     out = {}
-    for name in [*MODELS, "bon", *ADDED]:
+    for name in [*MODELS, "bon", "rlaif", *ADDED]:
         path = RUNS / name
         if not (path / "stage.json").exists():  # an added run not made yet
             continue
@@ -681,6 +697,29 @@ def findings(card: dict) -> list[str]:
     return ["What the scorecard shows:", "", *lines] if lines else []
 
 
+def judge_lines(folder: Path, against_sft: dict) -> list[str]:
+    """What the RLAIF experiment's judge did (its stage's metrics.json), and what DPO on its labels learnt of people's
+    preferences."""
+    m = load_json(folder / "metrics.json")
+    if not m or "rlaif_dpo" not in against_sft:
+        return []
+    n = (load_json(folder / "audit.json") or {}).get("pairs", 0)
+    audit = (
+        f"it agreed with people on {m['human_agreement']:.3f} of the {n} validation pairs it was audited on "
+        f"(+-{1.96 * (0.25 / max(n, 1)) ** 0.5:.2f})"
+        if "human_agreement" in m
+        else "it was not audited against people"
+    )
+    return [
+        f"- rlaif_dpo's pairs: the base model judged {m['comparisons']} pairs of the SFT model's answers by the "
+        f"constitution; {audit}, and on {m['position_flip_rate']:.0%} of comparisons its verdict followed the "
+        f"position (swapping the answers swapped its pick), so its labels rest on a mean margin of "
+        f"{m['mean_margin']:.3f}. DPO on them ranks {accuracy_of(against_sft['rlaif_dpo'])[0]:.3f} of the held-out "
+        "human pairs against SFT: a 135M judge does not carry people's preferences; a bigger one is one override away "
+        "(conf/experiment/hh_rlaif_dpo_smollm2.yaml).",
+    ]
+
+
 def detector_line(scorecard: Path) -> str:
     """The scorecard's refusal detector and its measured agreement with people."""
     detector = json.loads(scorecard.read_text())["detector"]
@@ -707,7 +746,9 @@ def write_results(study_rows: list[dict] | None, timings: dict) -> None:
     dpo_vs_sft = against_sft.get("dpo")
     measured = {"timings": timings, "stages": stages()}
     added = load_json(WORK / "heldout_added" / "metrics.json")
-    models, card, added_line = with_added(metrics["models"], metrics.get("scorecard", {}), added)
+    if added:
+        added["scorecard"] = card_of(WORK / "heldout_added")
+    models, card, added_line = with_added(metrics["models"], card_of(WORK / "heldout"), added)
     n_train = len((WORK / "data" / "train.jsonl").read_text().splitlines())
     from trl_ext.eval import plot_training  # loss and accuracy against steps, as in every report
 
@@ -762,7 +803,8 @@ def write_results(study_rows: list[dict] | None, timings: dict) -> None:
         "## Behaviour scorecard on the held-out prompts",
         "",
         f"Subsets: {', '.join(a.split('.', 1)[1] for a in HELD_OUT_CARD)}; harmlessness scored by the trained reward "
-        "model on the held-out pairs' prompts.",
+        "model on the held-out pairs' prompts; every figure counted from the saved answers with the current measures "
+        "(`trl_ext.eval.remeasure`: an answer identical to the base model's is a tie in the win rate).",
         "",
         f"Refusal detector: {detector_line(WORK / 'heldout' / 'scorecard.json')}. A rate of 100 answers carries "
         "about +-0.1 (95%), one of 50 about +-0.14.",
@@ -776,7 +818,7 @@ def write_results(study_rows: list[dict] | None, timings: dict) -> None:
         cells = [get("over_refusal"), get("unsafe_compliance"), get("attack_success"), get("harmless_score")]
         cells += [get("harmless_win_rate"), get("mean_tokens")]
         lines.append(f"| {arm} | " + " | ".join("n/a" if c is None else f"{c:.3f}" for c in cells) + " |")
-    lines += ["", *added_line, *findings(card)]
+    lines += ["", *added_line, *findings(card), *judge_lines(RUNS / "rlaif", against_sft)]
     dropped = (load_json(RUNS / "dpo_drop" / "data_report.json") or {}).get("dropped_refusals", {}).get("train")
     evasion = evasion_lines(card, against_sft, dropped)
     lines += [

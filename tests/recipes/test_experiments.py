@@ -302,3 +302,17 @@ def test_dpo_experiment_runs_on_a_small_slice_of_hh(tmp_path):
     report = json.loads((tmp_path / "dpo" / "data_report.json").read_text())
     fitted = report["fitted_to_max_length"]
     assert report["rows"] == 24 and sum(n for split in fitted.values() for n in split.values()) == report["kept"]
+
+
+def test_the_rlaif_line_reads_the_judges_audit_and_what_dpo_learnt(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_quality
+
+    metrics = {"comparisons": 128, "human_agreement": 0.656, "position_flip_rate": 1.0, "mean_margin": 0.021}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    (tmp_path / "audit.json").write_text(json.dumps({"pairs": 32}))
+    vs_sft = {"rlaif_dpo": {"implicit_accuracy": 0.434, "implicit_margin": -0.003}}
+    text = bench_quality.judge_lines(tmp_path, vs_sft)[0]
+    assert "judged 128 pairs" in text and "0.656 of the 32 validation pairs it was audited on (+-0.17)" in text
+    assert "on 100% of comparisons its verdict followed the position" in text and "ranks 0.434" in text
+    assert bench_quality.judge_lines(tmp_path, {}) == [] and bench_quality.judge_lines(tmp_path / "none", vs_sft) == []
