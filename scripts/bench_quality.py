@@ -108,7 +108,14 @@ STUDY = [  # (key: folder and scorecard arm, what it is, recipe, overrides, star
 STUDY_CARD = ["scorecard.n_safe=null", "scorecard.n_unsafe=null", "scorecard.attack_prompts=0", "scorecard.n_data=0"]
 STUDY_CARD += ["scorecard.scorer=none"]
 STUDY_CARD_POLICIES = ("dpo_top8", "dpo_top8_drop", "dpo_top8_lr5e4")
-NOISE = 1.96 * (0.25 / STUDY_VAL) ** 0.5  # the 95% half-width of an accuracy near 0.5 on the validation pairs
+
+
+def half_width(n: int) -> float:
+    """The 95% half-width of a rate near 0.5 measured on `n` items."""
+    return 1.96 * (0.25 / max(n, 1)) ** 0.5
+
+
+NOISE = half_width(STUDY_VAL)  # an accuracy on the study's validation pairs
 # The earlier study (commit 7201fe6, 2026-12-03: 300 pairs, 100 to validate, LoRA on all blocks) that measured SFT first
 # and drop_refusals with a scorecard; cited, not rerun, in the notes below.
 EARLIER = "the 12-03 study (commit 7201fe6, LoRA on all blocks, 100 validation pairs)"
@@ -706,7 +713,7 @@ def judge_lines(folder: Path, against_sft: dict) -> list[str]:
     n = (load_json(folder / "audit.json") or {}).get("pairs", 0)
     audit = (
         f"it agreed with people on {m['human_agreement']:.3f} of the {n} validation pairs it was audited on "
-        f"(+-{1.96 * (0.25 / max(n, 1)) ** 0.5:.2f})"
+        f"(+-{half_width(n):.2f})"
         if "human_agreement" in m
         else "it was not audited against people"
     )
