@@ -169,44 +169,60 @@ def test_the_study_notes_rank_beta_and_max_length_against_the_experiments_values
     assert "DPO beta" not in notes  # its rows did not run
 
 
-def test_the_evasion_check_reports_drop_refusals_against_dpo_and_the_target(monkeypatch):
-    """The held-out section on evasion: DPO with and without the refusal pairs, read against the base model's rate
-    and the target's 5 points; absent until the check has run."""
+def test_the_evasion_check_reports_each_setting_against_dpo_and_the_target(monkeypatch):
+    """The held-out section on evasion: DPO with each setting against it (drop_refusals, a smaller learning rate),
+    read against DPO, the base model's rate and the target's 5 points; only the runs evaluated so far; absent until
+    one has been."""
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import bench_quality
 
-    rates = {"base": (0.0, 0.96), "sft": (0.01, 0.9), "dpo": (0.09, 0.84), "dpo_drop": (0.03, 0.88)}
-    card = {f"{arm}/{k}": v for arm, r in rates.items() for k, v in zip(("over_refusal", "unsafe_compliance"), r)}
+    rates = {"base": (0.0, 0.96), "sft": (0.01, 0.9), "dpo": (0.09, 0.84), "dpo_drop": (0.07, 0.88)}
+    rates["dpo_drop_lr2e4"] = (0.03, 0.9)
+    measures = ("over_refusal", "unsafe_compliance", "harmless_score", "harmless_win_rate")
+    card = {f"{arm}/{k}": v for arm, r in rates.items() for k, v in zip(measures, (*r, -2.4, 0.5))}
     vs_sft = {"dpo": {"implicit_accuracy": 0.624, "implicit_margin": 0.08}}
-    vs_sft["dpo_drop"] = {"implicit_accuracy": 0.6, "implicit_margin": 0.05}
-    text = "\n".join(bench_quality.evasion_lines(card, vs_sft, dropped=57))
-    assert "without the 57 training pairs" in text
-    assert "| dpo (every pair) | 0.090 | 0.840 | 0.624 |" in text and "| dpo_drop | 0.030 | 0.880 | 0.600 |" in text
-    assert "| base | 0.000 | 0.960 | n/a |" in text
-    assert "lowers over-refusal from 0.09 to 0.03, within the target's 5 points above the base model (0.00)" in text
-    card["dpo_drop/over_refusal"] = 0.07
-    assert "0.09 to 0.07, still outside the target" in "\n".join(bench_quality.evasion_lines(card, vs_sft, 57))
-    card["dpo_drop/over_refusal"] = 0.12
-    verdict = "does not lower over-refusal here (0.12 against 0.09); unsafe compliance 0.88 against 0.84"
-    assert verdict in "\n".join(bench_quality.evasion_lines(card, vs_sft, 57))
-    del card["dpo_drop/over_refusal"]
-    assert bench_quality.evasion_lines(card, vs_sft, None) == []
+    vs_sft["dpo_drop"] = {"implicit_accuracy": 0.61, "implicit_margin": 0.05}
+    vs_sft["dpo_drop_lr2e4"] = {"implicit_accuracy": 0.58, "implicit_margin": 0.02}
+    dropped = {"dpo_drop": 57, "dpo_lr2e4": None, "dpo_drop_lr2e4": 57}
+    text = "\n".join(bench_quality.evasion_lines(card, vs_sft, dropped))
+    assert "| dpo | none (the experiment) | 0.090 | 0.840 | -2.400 | 0.500 | 0.624 |" in text
+    assert (
+        "| dpo_drop_lr2e4 | drop_refusals=probe, learning_rate=2e-4 | 0.030 | 0.900 | -2.400 | 0.500 | 0.580 |" in text
+    )
+    assert "| base | - | 0.000 | 0.960 | -2.400 | n/a | n/a |" in text and "| dpo_lr2e4 |" not in text  # not run yet
+    assert "dpo_drop (drop_refusals=probe; 57 pairs dropped): lowers over-refusal from 0.09 to 0.07, outside" in text
+    verdict = "dpo_drop_lr2e4 (drop_refusals=probe, learning_rate=2e-4; 57 pairs dropped): lowers over-refusal from "
+    assert verdict + "0.09 to 0.03, within the target's 5 points above the base model (0.00)" in text
+    assert "Within the over-refusal target: dpo_drop_lr2e4 (held-out accuracy against SFT 0.580)" in text
+    assert "the experiment's (0.0005)" in text and "100 XSTest safe prompts (+-0.10)" in text
+    card["dpo_drop_lr2e4/over_refusal"] = 0.12
+    text = "\n".join(bench_quality.evasion_lines(card, vs_sft, dropped))
+    assert "over-refusal 0.12 against 0.09, outside" in text and "No setting here brings DPO within" in text
+    card = {key: value for key, value in card.items() if not key.startswith("dpo_drop")}
+    assert bench_quality.evasion_lines(card, vs_sft, dropped) == []
 
 
-def test_models_evaluated_in_a_run_of_their_own_join_the_tables_when_the_shared_arms_agree(monkeypatch):
+def test_models_evaluated_in_runs_of_their_own_join_the_tables_when_the_shared_arms_agree(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import bench_quality
 
     card = {"base/over_refusal": 0.0, "base/harmless_score": -2.37, "dpo/over_refusal": 0.09}
     added = {"models": {"base": {"logp_accuracy": 0.5}, "dpo_drop": {"implicit_accuracy": 0.55}}}
     added["scorecard"] = {"base/over_refusal": 0.0, "base/harmless_score": -2.37, "dpo_drop/over_refusal": 0.02}
-    models, merged, line = bench_quality.with_added({"dpo": {"implicit_accuracy": 0.6}}, card, added)
-    assert set(models) == {"dpo", "dpo_drop"} and merged["dpo_drop/over_refusal"] == 0.02
-    assert merged["base/harmless_score"] == -2.37 and "answered as in the main run (the same 2 figures)" in line[0]
+    other = {"models": {"base": {"logp_accuracy": 0.5}, "dpo_lr2e4": {"implicit_accuracy": 0.52}}}
+    other["scorecard"] = {"base/over_refusal": 0.0, "dpo_lr2e4/over_refusal": 0.01}
+    runs = {"heldout_added": added, "heldout_evasion": other}
+    models, merged, lines = bench_quality.with_added({"dpo": {"implicit_accuracy": 0.6}}, card, runs)
+    assert set(models) == {"dpo", "dpo_drop", "dpo_lr2e4"} and merged["dpo_drop/over_refusal"] == 0.02
+    assert merged["dpo_lr2e4/over_refusal"] == 0.01 and merged["base/harmless_score"] == -2.37
+    assert lines[0].startswith("dpo_drop: evaluated in a separate run (`outputs/quality/heldout_added`)")
+    assert "answered as in the main run (the same 2 figures)" in lines[0]
+    assert lines[1].startswith("dpo_lr2e4: evaluated in a separate run (`outputs/quality/heldout_evasion`)")
+    assert "(the same 1 figures)" in lines[1] and lines[2] == ""
     added["scorecard"]["base/harmless_score"] = -2.5
-    line = bench_quality.with_added({}, card, added)[2]
-    assert "came out differently from the main run (base/harmless_score)" in line[0]
-    assert bench_quality.with_added({}, card, None) == ({}, card, [])
+    lines = bench_quality.with_added({}, card, {"heldout_added": added})[2]
+    assert "came out differently from the main run (base/harmless_score)" in lines[0]
+    assert bench_quality.with_added({}, card, {}) == ({}, card, [])
 
 
 def test_a_rerun_of_the_benchmark_keeps_finished_commands_and_their_times(tmp_path, monkeypatch):
