@@ -588,11 +588,12 @@ def card_size(measure: str) -> int:
     return int(next(a for a in HELD_OUT_CARD if a.startswith(f"scorecard.{measure}=")).split("=", 1)[1])
 
 
-def evasion_lines(card: dict, against_sft: dict, dropped: dict[str, int | None]) -> list[str]:
+def evasion_lines(card: dict, against_sft: dict, dropped: dict[str, int | None], pairs: int = 0) -> list[str]:
     """The evasion check's section of docs/results.md (`card`: the held-out scorecard with the added models;
     `against_sft`: the DPO models' accuracy against SFT; `dropped`: per run, the training pairs drop_refusals took
-    out): the DPO experiment with each EVASION setting, against the base, SFT and DPO models, and which settings bring
-    DPO within the target. Nothing until a run of the check has been evaluated."""
+    out; `pairs`: how many held-out pairs the accuracies are on): the DPO experiment with each EVASION setting, against
+    the base, SFT and DPO models, and which settings bring DPO within the target. Nothing until a run of the check has
+    been evaluated."""
     runs = [folder for folder in EVASION if f"{folder}/over_refusal" in card]
     if not runs:
         return []
@@ -632,7 +633,8 @@ def evasion_lines(card: dict, against_sft: dict, dropped: dict[str, int | None])
     summary = (
         "- Within the over-refusal target: "
         + ", ".join(f"{folder} (held-out accuracy against SFT {cell(accuracy(folder))})" for folder in met)
-        + f"; DPO with the experiment's settings: {cell(accuracy('dpo'))}."
+        + f"; DPO with the experiment's settings: {cell(accuracy('dpo'))}"
+        + (f" ({pairs} pairs carry about +-{half_width(pairs):.3f})." if pairs else ".")
         if met
         else "- No setting here brings DPO within the over-refusal target."
     )
@@ -887,7 +889,7 @@ def write_results(study_rows: list[dict] | None, timings: dict) -> None:
         folder: (load_json(RUNS / folder / "data_report.json") or {}).get("dropped_refusals", {}).get("train")
         for folder in EVASION
     }
-    evasion = evasion_lines(card, against_sft, dropped)
+    evasion = evasion_lines(card, against_sft, dropped, metrics["n_pairs"])
     lines += [
         "",
         "Every answer and its label: `outputs/quality/heldout/scorecard.json`; the full report with plots: "

@@ -184,7 +184,8 @@ def test_the_evasion_check_reports_each_setting_against_dpo_and_the_target(monke
     vs_sft["dpo_drop"] = {"implicit_accuracy": 0.61, "implicit_margin": 0.05}
     vs_sft["dpo_drop_lr2e4"] = {"implicit_accuracy": 0.58, "implicit_margin": 0.02}
     dropped = {"dpo_drop": 57, "dpo_lr2e4": None, "dpo_drop_lr2e4": 57}
-    text = "\n".join(bench_quality.evasion_lines(card, vs_sft, dropped))
+    text = "\n".join(bench_quality.evasion_lines(card, vs_sft, dropped, pairs=346))
+    assert "DPO with the experiment's settings: 0.624 (346 pairs carry about +-0.053)." in text
     assert "| dpo | none (the experiment) | 0.090 | 0.840 | -2.400 | 0.500 | 0.624 |" in text
     assert (
         "| dpo_drop_lr2e4 | drop_refusals=probe, learning_rate=2e-4 | 0.030 | 0.900 | -2.400 | 0.500 | 0.580 |" in text
