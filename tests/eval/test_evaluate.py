@@ -66,3 +66,21 @@ def test_evaluate_policy_and_reward_model(tmp_path, tiny_path, tiny_tokenizer):
     assert (tmp_path / "training_curves.png").stat().st_size > 1000 and (tmp_path / "lengths.png").exists()
     assert "## Length diagnostics" in text and abs(same["length_pearson"]) <= 1 and "rejected" in result["lengths"]
     assert json.loads((tmp_path / "metrics.json").read_text())["n_pairs"] == 3
+
+
+def test_training_curves_of_many_stages_wrap_into_bands(tmp_path):
+    """Nine stages (docs/results.md's pipeline) plot four to a band, not nine panels wide; a stage that logged no loss
+    gets no panel."""
+    from PIL import Image
+
+    from trl_ext.eval import plot_training
+
+    history = [{"step": s, "loss": 1 / s, "eval_rewards/accuracies": 0.5 + s / 100} for s in range(1, 6)]
+    histories = {f"stage{i}": history for i in range(9)} | {"bon": [{"step": 1, "mean_score": 0.1}]}
+    with Image.open(plot_training(histories, tmp_path / "curves.png")) as image:
+        width, height = image.size
+    one = plot_training({"dpo": history}, tmp_path / "one.png")
+    with Image.open(one) as image:
+        panel_width, band_height = image.size
+    assert width == 4 * panel_width and height == 3 * band_height  # 4 columns, 3 bands of loss and accuracy rows
+    assert plot_training({"bon": histories["bon"]}, tmp_path / "none.png") is None

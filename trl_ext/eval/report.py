@@ -47,15 +47,21 @@ def _series(history: list[dict[str, Any]], key: str) -> tuple[list[float], list[
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def plot_training(histories: dict[str, list[dict[str, Any]]], path: Path) -> Path | None:
-    """Loss and reward accuracy over steps, one column per stage; None when nothing was logged."""
+def plot_training(histories: dict[str, list[dict[str, Any]]], path: Path, columns: int = 4) -> Path | None:
+    """Loss and reward accuracy over steps, one column per stage (a new band of two rows after every `columns`
+    stages, so a long pipeline stays readable); None when nothing was logged."""
     stages = {name: h for name, h in histories.items() if any(k in e for e in h for k, _ in LOSS_KEYS)}
     if not stages:
         return None
-    fig, axes = plt.subplots(2, len(stages), figsize=(5 * len(stages), 7), squeeze=False)
-    for col, (name, history) in enumerate(stages.items()):
+    width, bands = min(len(stages), columns), -(-len(stages) // columns)
+    fig, axes = plt.subplots(2 * bands, width, figsize=(5 * width, 3.5 * 2 * bands), squeeze=False)
+    used = len(stages) - (bands - 1) * width  # the stages in the last band; its other places stay empty
+    for ax in (*axes[-2][used:], *axes[-1][used:]):
+        ax.axis("off")
+    for index, (name, history) in enumerate(stages.items()):
+        band, col = divmod(index, width)
         for row, keys in enumerate((LOSS_KEYS, ACCURACY_KEYS)):
-            ax = axes[row][col]
+            ax = axes[2 * band + row][col]
             for key, label in keys:
                 x, y = _series(history, key)
                 if x:
