@@ -9,9 +9,10 @@ SmolLM2-135M-Instruct, measured on a held-out part no choice was made on; writes
    `+experiment=hh_bon_dpo_smollm2` (DPO on best-of-N pairs the reward model ranks) and
    `+experiment=hh_rlaif_dpo_smollm2` (DPO on pairs an AI judge labels by the constitution) on the train part, in
    one run folder (they share the SFT stage, the PPO and best-of-N ones the reward model), and the evasion check
-   (hh_dpo_smollm2 with `dpo.drop_refusals=probe`); then `recipes/eval.py` of base, base + system prompt, SFT, DPO,
-   PPO, best-of-N DPO and the reward model on the held-out part (preference accuracy, reward-model accuracy, the
-   behaviour scorecard), and of RLAIF DPO and the evasion check's DPO in a run of their own.
+   (hh_dpo_smollm2 with each EVASION setting: `dpo.drop_refusals=probe`, a smaller learning rate, both); then
+   `recipes/eval.py` of base, base + system prompt, SFT, DPO, PPO, best-of-N DPO and the reward model on the held-out
+   part (preference accuracy, reward-model accuracy, the behaviour scorecard), and of RLAIF DPO and the evasion
+   check's DPO models in runs of their own (ADDED_RUNS).
 
     python scripts/bench_quality.py            # split, experiments, held-out evaluation, docs/results.md
     python scripts/bench_quality.py --study    # the study first (without it, docs/results.md keeps the last study)
@@ -467,8 +468,8 @@ MODELS = {name: RUNS / name for name in ("sft", "dpo", "ppo", "bon_dpo", "reward
 # The issue asks, where the held-out scorecard shows DPO teaching evasion, which setting reduces it: the DPO experiment
 # again with one or two settings changed (folder: overrides), from the same SFT model (its stage reused). Against
 # evasion two ways: without the training pairs whose chosen answer the probe reads as a refusal (drop_refusals), and
-# a smaller step away from the SFT model (learning rate 2e-4 against the experiment's 5e-4). Reported beside the
-# experiments, not chosen on: the experiments keep the study's settings.
+# a smaller step away from the SFT model (a learning rate below the experiment's). Reported beside the experiments, not
+# chosen on: the experiments keep the study's settings. Each run's model is evaluated in one of ADDED_RUNS.
 EVASION = {
     "dpo_drop": ("dpo.drop_refusals=probe",),
     "dpo_lr2e4": ("dpo.trainer.learning_rate=2e-4",),

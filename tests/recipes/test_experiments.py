@@ -201,6 +201,7 @@ def test_the_evasion_check_reports_each_setting_against_dpo_and_the_target(monke
     assert "over-refusal 0.12 against 0.09, outside" in text and "No setting here brings DPO within" in text
     card = {key: value for key, value in card.items() if not key.startswith("dpo_drop")}
     assert bench_quality.evasion_lines(card, vs_sft, dropped) == []
+    assert set(bench_quality.EVASION) <= set(bench_quality.ADDED)  # every run the check trains is evaluated
 
 
 def test_models_evaluated_in_runs_of_their_own_join_the_tables_when_the_shared_arms_agree(monkeypatch):
