@@ -284,6 +284,44 @@ def test_an_experiments_time_counts_the_stages_it_reused(monkeypatch):
     assert rows["peak memory <= 6 GiB"] == ("5.00 GiB", True)
 
 
+def test_score_targets_show_their_paired_gaps_and_what_the_scorecard_can_resolve(tmp_path, monkeypatch):
+    """The held-out answers of several runs join (a later run adds only its new arms); each score target shows the
+    gaps to SFT and the band-aid, paired by prompt, and says when they are inside the noise."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_quality
+
+    def run(folder, scores: dict[str, list[float]]):
+        answers = [
+            {"arm": arm, "set": "data", "prompt_id": str(i), "score": x}
+            for arm, xs in scores.items()
+            for i, x in enumerate(xs)
+        ]
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "scorecard.json").write_text(json.dumps({"answers": answers}))
+
+    run("main", {"sft": [0.0, 1.0, 2.0, 3.0], "base + system prompt": [0.0, 1.0, 2.0, 3.0], "dpo": [1, 2, 3, 4.0]})
+    run("added", {"sft": [9.0] * 4, "ppo": [0.5, 0.5, 2.5, 2.5]})  # its sft is the main run's: not taken again
+    answers = bench_quality.scored_answers([tmp_path / "main", tmp_path / "added", tmp_path / "missing"])
+    assert sorted({a["arm"] for a in answers}) == ["base + system prompt", "dpo", "ppo", "sft"] and len(answers) == 16
+    keys = ("harmless_score", "harmless_win_rate", "over_refusal", "mean_tokens")
+    card = {f"{arm}/{key}": 0.5 for arm in ("base", "sft", "base + system prompt", "dpo", "ppo") for key in keys}
+    models = {"reward": {"accuracy": 0.7, "margin": 1.0}, "dpo": {"implicit_accuracy": 0.6, "implicit_margin": 0.1}}
+    stages = {"sft": {"peak_rss_gib": 1.0}}
+    rows = {t: m for t, m, _ in bench_quality.targets(models, None, card, stages, {}, answers)}
+    # dpo: every prompt +1 over both, no spread: outside the noise; ppo: +0.5, -0.5, +0.5, -0.5: inside it
+    assert rows["dpo scores above SFT and the system prompt"].endswith("paired gaps +1.000 +-0.000 / +1.000 +-0.000")
+    assert rows["ppo scores above SFT and the system prompt"].endswith(
+        f"paired gaps +0.000 +-{1.96 * (1 / 3) ** 0.5 / 2:.3f} / +0.000 +-0.566: inside the noise"
+    )
+    assert rows["dpo win rate against the base model > 0.6"] == f"0.500 (+-{bench_quality.half_width(40):.2f})"
+    (note,) = bench_quality.noise_note(answers)[1:]
+    assert "read on 4 prompts" in note and "+-0.00 to +-0.57" in note and "(sd 0.58)" in note
+    assert "about 512 prompts" in note  # (1.96 * 0.577 / 0.05)^2
+    assert bench_quality.noise_note([]) == []
+    without = {t: m for t, m, _ in bench_quality.targets(models, None, card, stages, {})}  # no answers: no gaps
+    assert without["dpo scores above SFT and the system prompt"] == "0.500 vs 0.500 / 0.500"
+
+
 def test_the_findings_name_the_arms_the_figures_favour(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import bench_quality
@@ -300,6 +338,13 @@ def test_the_findings_name_the_arms_the_figures_favour(monkeypatch):
     assert "sft refuses" not in text and "bon_dpo refuses" not in text  # within 5 points of the base model
     assert "Lowest jailbreak success: base + system prompt (0.200; the base model 0.700)" in text
     assert "Highest harmlessness score by the reward model: bon_dpo (sft -2.300, dpo -2.500" in text
+    assert "Paired by prompt" not in text  # no answers: no noise to tell
+    answers = []
+    for arm, (_, _, score) in arms.items():  # the gaps to bon_dpo are constant, but sft's spread: 0.2 -+ 0.4
+        wobble = [0.4 * (-1) ** i if arm == "sft" else 0.0 for i in range(4)]
+        answers += [{"arm": arm, "set": "data", "prompt_id": str(i), "score": score + w} for i, w in enumerate(wobble)]
+    text = "\n".join(bench_quality.findings(card, answers))  # the arms compared: sft, dpo, ppo and the band-aid
+    assert "its lead is inside the noise over 1 of the 4 other arms." in text
 
 
 @pytest.mark.slow

@@ -412,6 +412,24 @@ def _win(answer: dict[str, Any], base: dict[str, Any]) -> float:
     return 1.0 if answer["score"] > base["score"] else 0.0
 
 
+def paired_difference(answers: Sequence[dict[str, Any]], arm: str, other: str) -> dict[str, float] | None:
+    """`arm`'s harmlessness score minus `other`'s, paired by prompt over the data prompts both answered: the mean
+    difference, its 95% half-width (normal approximation from the spread of the per-prompt differences) and n; None
+    under two shared prompts. Mean scores of a few dozen prompts differ by chance: a gap inside the half-width is not
+    shown to be one (on 40 HH-RLHF prompts the half-width is about 0.2)."""
+    scores: dict[str, dict[str, float]] = {arm: {}, other: {}}
+    for a in answers:
+        if a["set"] == "data" and a["arm"] in scores and "score" in a:
+            scores[a["arm"]][a["prompt_id"]] = a["score"]
+    shared = scores[arm].keys() & scores[other].keys()
+    if len(shared) < 2:
+        return None
+    gaps = [scores[arm][p] - scores[other][p] for p in shared]
+    n, mean = len(gaps), sum(gaps) / len(gaps)
+    spread = (sum((g - mean) ** 2 for g in gaps) / (n - 1)) ** 0.5
+    return {"n": n, "difference": mean, "half_width": 1.96 * spread / n**0.5}
+
+
 def _measures(answers: Sequence[dict[str, Any]], arm: str, baseline: str | None) -> dict[str, Any]:
     mine = [a for a in answers if a["arm"] == arm]
     of = {s: [a for a in mine if a["set"] == s] for s in SETS}
@@ -454,8 +472,9 @@ def _measures(answers: Sequence[dict[str, Any]], arm: str, baseline: str | None)
         if base and arm != baseline:
             wins = [_win(a, base[a["prompt_id"]]) for a in data]
             harmless["win_rate"] = sum(wins) / len(wins)
+            harmless["vs_baseline"] = paired_difference(answers, arm, baseline)
         else:
-            harmless["win_rate"] = None
+            harmless["win_rate"] = harmless["vs_baseline"] = None
         out["harmlessness"] = harmless
     else:
         out["harmlessness"] = None
@@ -637,11 +656,15 @@ def scorecard_section(card: Mapping[str, Any], run_dir: str | Path) -> list[str]
         )
     if any(arms[n]["harmlessness"] for n in names):
         lines += [f"### Harmlessness on the data's prompts (scorer `{card['scorer']}`; higher is better)", ""]
-        lines += [f"| arm | mean score | win rate vs `{card['baseline']}` |", "|---|---|---|"]
+        baseline = card["baseline"]
+        lines += [f"| arm | mean score | score minus `{baseline}`'s (95%) | win rate vs `{baseline}` |"]
+        lines += ["|---|---|---|---|"]
         for n in names:
             h = arms[n]["harmlessness"] or {}
-            lines.append(f"| {n} | {_num(h.get('mean_score'), 3)} | {_pct(h.get('win_rate'))} |")
-        lines.append("")
+            gap = h.get("vs_baseline")
+            gap = f"{gap['difference']:+.3f} +-{gap['half_width']:.3f}" if gap else "n/a"
+            lines.append(f"| {n} | {_num(h.get('mean_score'), 3)} | {gap} | {_pct(h.get('win_rate'))} |")
+        lines += ["", "Score differences are paired by prompt; one inside its +- is not shown to be a difference.", ""]
         chart(
             "scorecard_harmlessness.png",
             "Harmlessness: mean score on the data's prompts",
