@@ -54,6 +54,11 @@ RM_EPOCH, NO_EVAL = "trainer.num_train_epochs=1", "trainer.eval_strategy=no"
 DPO5E4 = ["data.max_rows=600", "trainer.learning_rate=5e-4", NO_EVAL, *FAST]  # the experiments' DPO settings
 PPO = ["data.max_rows=200", "trainer.max_steps=20", "+trainer.eval_on_start=true"]  # validated on STUDY_PROMPTS_FILE
 PPO += [f"reward_model={WORK / 'study' / 'rm_top8' / 'reward'}"]
+# The experiment's PPO settings: against the reward model the experiments' settings train, validated every 10 updates
+PPO_B8E2 = ["data.max_rows=400", "trainer.max_steps=40", "+trainer.eval_on_start=true", "+trainer.eval_strategy=steps"]
+PPO_B8E2 += ["+trainer.eval_steps=10", f"reward_model={WORK / 'study' / 'rm_top8_lr1e3' / 'reward'}"]
+PPO_B8E2 += ["peft.top_layers=8", "trainer.learning_rate=3e-4", "trainer.per_device_train_batch_size=4"]
+PPO_B8E2 += ["trainer.num_ppo_epochs=2", "trainer.num_mini_batches=2"]
 STUDY = [  # (key: folder and scorecard arm, what it is, recipe, overrides, start: a STUDY_SFT key or "base")
     ("rm_all", "rm: LoRA on all blocks, 288 pairs (the 12-03 experiment's)", "reward",
      ["data.max_rows=288", RM_EPOCH, NO_EVAL], "base"),
@@ -103,6 +108,8 @@ STUDY = [  # (key: folder and scorecard arm, what it is, recipe, overrides, star
     ("ppo_top8_b8e4", "ppo: top 8 blocks, lr 1e-4, 20 updates of 8 prompts (2 minibatches of 4), 4 PPO epochs", "ppo",
      [*PPO, "peft.top_layers=8", "trainer.learning_rate=1e-4", "trainer.per_device_train_batch_size=4",
       "trainer.num_ppo_epochs=4", "trainer.num_mini_batches=2"], "sft"),
+    ("ppo_top8_lr3e4_b8e2", "ppo: top 8 blocks, lr 3e-4, 40 updates of 8 prompts (2 minibatches of 4), 2 PPO epochs, "
+     "against rm_top8_lr1e3", "ppo", PPO_B8E2, "sft"),
 ]  # fmt: skip
 # The study's scorecard, for the alignment tax: every XSTest prompt the held-out report does not use (HELD_OUT_CARD's
 # subsets are set aside: 150 safe, 150 unsafe), refusals only (no jailbreaks, no harmlessness score), for the DPO
@@ -270,12 +277,31 @@ def study_notes(rows: list[dict], card: dict | None = None) -> list[str]:
             "is the setting to try first against over-refusal (on the held-out prompts: Evasion, above)."
         )
     notes += card_notes(card or {})
-    ppo = [by[k] for k in ("ppo_all", "ppo_top8_lr1e4", "ppo_top8_b8e4") if k in by]
+    ppo = [by[k] for k in ("ppo_all", "ppo_top8_lr1e4", "ppo_top8_b8e4", "ppo_top8_lr3e4_b8e2") if k in by]
     if ppo:
         moves = "; ".join(f"{r['key']} {r['reward_before']:.3f} -> {r['reward']:.3f} (KL {r['kl']:.2f})" for r in ppo)
         best = max(ppo, key=lambda r: r["reward"] - r["reward_before"])
         if best["reward"] > best["reward_before"]:
-            notes.append(f"- PPO: mean reward on the validation prompts {moves}; {best['key']} raised it most.")
+            curve = best.get("curve", [])
+            lengths = [length for *_, length in curve if length is not None]
+            curve = ", ".join(f"{step}: {score:.3f} (KL {kl:.2f})" for step, score, kl, _ in curve)
+            curve = f"; by update, {curve}" if curve else ""
+            updates = experiment_setting("hh_ppo_smollm2", "ppo.trainer.max_steps")
+            notes.append(
+                f"- PPO: mean reward on the validation prompts {moves}. {best['key']} raised it most"
+                f"{curve}. Against ppo_top8_b8e4 it changes three things at once, so the study does not say which "
+                "one counts: the learning rate (3e-4 against 1e-4), PPO epochs (2 against 4) and the reward model "
+                "(rm_top8_lr1e3, the experiments' settings, against rm_top8). The experiment takes its settings for "
+                f"{updates} updates, what the 30 minutes leave beside SFT and the reward model, at a constant "
+                "learning rate (the row's decayed over 40 updates)."
+                + (
+                    f" Its answers grew from {lengths[0]:.1f} to {lengths[-1]:.1f} tokens (the limit is "
+                    f"{experiment_setting('hh_ppo_smollm2', 'ppo.trainer.response_length')}): the reward model "
+                    "favours answers that do not stop, the length drift the scorecard's length column watches."
+                    if len(lengths) > 1 and lengths[-1] > 1.1 * lengths[0]
+                    else ""
+                )
+            )
         else:
             notes.append(
                 f"- PPO: no row raised the mean reward on the validation prompts ({moves}); more optimisation per "
@@ -413,11 +439,14 @@ def study_figures(folder: Path, recipe: str) -> dict:
     if fitted:
         figures["fitted"] = fitted  # the training pairs the prompt fitting shortened or could not fit
     if recipe == "ppo":
-        first = next(e for e in log_history(folder) if "eval_objective/scores" in e)  # eval_on_start
+        evals = [e for e in log_history(folder) if "eval_objective/scores" in e]  # eval_on_start first
+        keys = ("step", "eval_objective/scores", "eval_objective/kl", "eval_response_length")
+        curve = {e["step"]: [e.get(key) for key in keys] for e in evals}
         return figures | {
-            "reward_before": first["eval_objective/scores"],
+            "reward_before": evals[0]["eval_objective/scores"],
             "reward": metrics["eval_objective/scores"],
             "kl": metrics["eval_objective/kl"],
+            "curve": list(curve.values()),  # by update; the last one's evaluation is logged twice
         }
     names = (
         ("eval_accuracy", "eval_margin") if recipe == "reward" else ("eval_rewards/accuracies", "eval_rewards/margins")
@@ -488,7 +517,7 @@ ADDED_RUNS = {
 }
 ADDED = {name: RUNS / name for *_, names in ADDED_RUNS.values() for name in names}
 POLICIES = ("dpo", "ppo", "bon_dpo", "rlaif_dpo")  # the aligned policies: each against SFT, the band-aid and the base
-EXPERIMENTS = {  # experiment: (what it is, its stages that an earlier experiment trained in the run folder)
+EXPERIMENTS = {  # experiment: (what it is, its stages an earlier experiment trains in the run folder on a fresh run)
     "hh_dpo_smollm2": ("SFT -> DPO", ()),
     "hh_ppo_smollm2": ("SFT -> RM -> PPO", ("sft",)),
     "hh_bon_dpo_smollm2": ("SFT -> RM -> best-of-N -> DPO", ("sft", "reward")),
@@ -501,7 +530,18 @@ def evasion_run(folder: str) -> str:
     return ", ".join(("hh_dpo_smollm2", *EVASION[folder]))
 
 
-def timed(name: str, args: list[str], log: Path) -> None:
+def reused_stages(experiment: str) -> list[str]:
+    """The stages of `experiment`'s pipeline already complete in the run folder, which its run will skip: what it
+    reuses depends on what ran there before (a rerun of one experiment reuses more than a fresh run does)."""
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.load(REPO / "conf" / "experiment" / f"{experiment}.yaml").defaults
+    pipeline = next(d["override /pipeline"] for d in defaults if "override /pipeline" in d)
+    names = OmegaConf.load(REPO / "conf" / "pipeline" / f"{pipeline}.yaml").stages
+    return [name for name in names if (RUNS / name / "stage.json").exists()]
+
+
+def timed(name: str, args: list[str], log: Path, **record) -> None:
     """Run one command and record its wall time in outputs/quality/timings.json. A command recorded there (so it
     finished) whose run folder is still there is not run again: a rerun keeps the times measured and costs only what
     was not finished or is new (delete its entry, or its folder, to measure it again)."""
@@ -513,14 +553,14 @@ def timed(name: str, args: list[str], log: Path) -> None:
         return
     seconds = run(args, log)
     timings = load_json(path) or {}
-    timings[name] = {"command": command, "seconds": seconds}
+    timings[name] = {"command": command, "seconds": seconds, **record}
     path.write_text(json.dumps(timings, indent=2))
 
 
 def experiments(train: Path) -> None:
     for experiment in EXPERIMENTS:
         args = ["recipes/pipeline.py", f"+experiment={experiment}", *data_args(train), f"hydra.run.dir={RUNS}"]
-        timed(experiment, args, WORK / "runs.log")
+        timed(experiment, args, WORK / "runs.log", reused=reused_stages(experiment))
     for folder, overrides in EVASION.items():  # its scorecard: with the added models, below
         args = ["recipes/pipeline.py", "+experiment=hh_dpo_smollm2", *data_args(train)]
         args += [f"pipeline.stages=[sft,dpo@{folder}]", *overrides, "scorecard.enabled=false", f"hydra.run.dir={RUNS}"]
@@ -769,7 +809,8 @@ def targets(
         rows.append((f"{arm} over-refusal <= base + 5 points", f"{tax:.3f} vs {base:.3f}", tax <= base + 0.05))
         length, sft = get(arm, "mean_tokens"), get("sft", "mean_tokens")
         rows.append((f"{arm} answer length <= 1.2x SFT's", f"{length:.1f} vs {sft:.1f} tokens", length <= 1.2 * sft))
-    for experiment, (title, reused) in ((e, v) for e, v in EXPERIMENTS.items() if e in timings):
+    for experiment, (title, fresh) in ((e, v) for e, v in EXPERIMENTS.items() if e in timings):
+        reused = timings[experiment].get("reused", fresh)  # what the measured run skipped
         minutes = (timings[experiment]["seconds"] + sum(stages[s]["seconds"] for s in reused)) / 60
         added = f" (with the training time of {' and '.join(reused)}, reused)" if reused else ""
         rows.append(
@@ -998,7 +1039,8 @@ def study_section(study_rows: list[dict]) -> list[str]:
         "",
         "Each setting is one recipe run on the first rows of the study's training pairs, from the base model or from "
         f"the study's SFT model ({STUDY_SFT_NAMES['sft']}), validated on the same {STUDY_VAL} pairs; PPO on the "
-        f'first {STUDY_PROMPTS} of their prompts, against the rm_top8 reward model. "top 8 blocks": '
+        f"first {STUDY_PROMPTS} of their prompts, against the rm_top8 reward model unless the row names another. "
+        '"top 8 blocks": '
         "`peft.top_layers=8 trainer.gradient_checkpointing=false`, LoRA on the last 8 of SmolLM2's 30 blocks, so "
         'backpropagation stops there; "all blocks": the recipes\' default LoRA with gradient checkpointing.',
         "",

@@ -134,7 +134,12 @@ def test_the_study_notes_quote_the_rows_they_explain(monkeypatch):
     assert "IPO at the same beta and lr (0.700): IPO better by more than the noise" in ipo
     ppo = {"key": "ppo_all", "reward_before": -1.2, "reward": -1.1, "kl": 0.5}
     rose = "\n".join(bench_quality.study_notes([ppo]))
-    assert "ppo_all -1.200 -> -1.100 (KL 0.50); ppo_all raised it most" in rose
+    assert "ppo_all -1.200 -> -1.100 (KL 0.50). ppo_all raised it most. Against" in rose
+    assert "for 16 updates" in rose and "grew" not in rose  # the experiment's updates, from its file
+    curve = [[0, -1.2, 0.1, 20.0], [10, -1.15, 0.4, 23.0], [20, -1.1, 0.5, 30.0]]
+    rose = "\n".join(bench_quality.study_notes([ppo | {"curve": curve}]))
+    assert "by update, 0: -1.200 (KL 0.10), 10: -1.150 (KL 0.40), 20: -1.100 (KL 0.50)." in rose
+    assert "Its answers grew from 20.0 to 30.0 tokens (the limit is 32)" in rose
     fell = "\n".join(bench_quality.study_notes([ppo | {"reward": -1.3}]))
     assert "no row raised the mean reward" in fell and "ppo_all -1.200 -> -1.300" in fell
 
@@ -282,6 +287,33 @@ def test_an_experiments_time_counts_the_stages_it_reused(monkeypatch):
     assert rows["bon_dpo win rate against the base model > 0.6"] == ("0.700", True)
     assert not rows["ppo win rate against the base model > 0.6"][1]
     assert rows["peak memory <= 6 GiB"] == ("5.00 GiB", True)
+
+
+def test_an_experiment_records_the_stages_its_run_reused(tmp_path, monkeypatch):
+    """Rerun alone, the PPO experiment skips the reward model as well as SFT: its time against the 30 minutes adds
+    back what that run skipped, not what a fresh run would have."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_quality
+
+    monkeypatch.setattr(bench_quality, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(bench_quality, "WORK", tmp_path)
+    assert bench_quality.reused_stages("hh_ppo_smollm2") == []
+    for stage in ("sft", "reward", "dpo"):
+        (tmp_path / "runs" / stage).mkdir(parents=True)
+        (tmp_path / "runs" / stage / "stage.json").write_text("{}")
+    assert bench_quality.reused_stages("hh_ppo_smollm2") == ["sft", "reward"]
+    assert bench_quality.reused_stages("hh_dpo_smollm2") == ["sft", "dpo"]
+    monkeypatch.setattr(bench_quality, "run", lambda args, log: 600.0)
+    args = ["recipes/pipeline.py", "+experiment=hh_ppo_smollm2", f"hydra.run.dir={tmp_path / 'runs'}"]
+    bench_quality.timed("hh_ppo_smollm2", args, tmp_path / "log", reused=["sft", "reward"])
+    timings = bench_quality.load_json(tmp_path / "timings.json")
+    assert timings["hh_ppo_smollm2"]["reused"] == ["sft", "reward"]
+    stages = {"sft": {"seconds": 300.0, "peak_rss_gib": 4.0}, "reward": {"seconds": 420.0, "peak_rss_gib": 5.0}}
+    models = {"reward": {"accuracy": 0.7, "margin": 1.0}, "dpo": {"implicit_accuracy": 0.6, "implicit_margin": 0.1}}
+    rows = {t: m for t, m, _ in bench_quality.targets(models, None, {}, stages, timings)}
+    assert (
+        rows["SFT -> RM -> PPO experiment <= 30 min"] == "~22.0 min (with the training time of sft and reward, reused)"
+    )
 
 
 def test_score_targets_show_their_paired_gaps_and_what_the_scorecard_can_resolve(tmp_path, monkeypatch):
