@@ -790,12 +790,17 @@ def accuracy_of(m: dict) -> tuple[float, float]:
     raise KeyError(f"no accuracy in {sorted(m)}")
 
 
+def inside_noise(gap: dict) -> bool:
+    """Whether a paired score gap (`trl_ext.eval.paired_difference`) is within its own 95% half-width."""
+    return abs(gap["difference"]) <= gap["half_width"]
+
+
 def gap_text(gaps: list[dict | None]) -> str:
     """Paired score gaps (`trl_ext.eval.paired_difference`) as a measured cell's tail: each with its 95% half-width,
     and whether all of them are inside it."""
     if not gaps or None in gaps:
         return ""
-    inside = all(abs(g["difference"]) <= g["half_width"] for g in gaps)
+    inside = all(inside_noise(g) for g in gaps)
     shown = " / ".join(f"{g['difference']:+.3f} +-{g['half_width']:.3f}" for g in gaps)
     return f"; paired gaps {shown}" + (": inside the noise" if inside else "")
 
@@ -900,11 +905,11 @@ def findings(card: dict, answers: Sequence[dict] = ()) -> list[str]:
     leads = [paired_difference(answers, top, arm) for arm in (*arms, BAND_AID) if arm != top] if answers else []
     lead = ""
     if leads and None not in leads:
-        inside = sum(abs(g["difference"]) <= g["half_width"] for g in leads)
+        inside = sum(inside_noise(g) for g in leads)
         lead = f" Paired by prompt, its lead is inside the noise over {inside} of the {len(leads)} other arms."
     lines.append(f"- Highest harmlessness score by the reward model: {top} ({scores}).{lead}")
     climbed = paired_difference(answers, "ppo", "sft") if answers else None
-    if climbed and climbed["difference"] > climbed["half_width"]:
+    if climbed and climbed["difference"] > 0 and not inside_noise(climbed):
         lines.append(
             f"- ppo scores {climbed['difference']:+.3f} +-{climbed['half_width']:.3f} above SFT, beyond the noise, "
             "but by the reward model whose score it was trained to raise: the lead measures PPO doing its job more "
