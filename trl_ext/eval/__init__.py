@@ -5,7 +5,14 @@ refusal detector it is labeled by, and the run report."""
 from trl_ext.eval.evaluate import evaluate_models, is_reward_model
 from trl_ext.eval.generation import generate_batched
 from trl_ext.eval.metrics import completion_logps, preference_metrics
-from trl_ext.eval.refusal import PhraseDetector, ProbeDetector, agreement, drop_refusing_chosen, make_detector
+from trl_ext.eval.refusal import (
+    EitherDetector,
+    PhraseDetector,
+    ProbeDetector,
+    agreement,
+    drop_refusing_chosen,
+    make_detector,
+)
 from trl_ext.eval.report import plot_training, write_report
 from trl_ext.eval.scorecard import (
     Arm,
@@ -14,6 +21,7 @@ from trl_ext.eval.scorecard import (
     load_attacks,
     load_prompt_list,
     paired_difference,
+    relabel,
     remeasure,
     run_from_config,
     run_scorecard,
@@ -28,6 +36,7 @@ from trl_ext.rewards.scoring import reward_scores
 __all__ = [
     "Arm",
     "Attack",
+    "EitherDetector",
     "PhraseDetector",
     "ProbeDetector",
     "PromptItem",
@@ -43,6 +52,7 @@ __all__ = [
     "paired_difference",
     "plot_training",
     "preference_metrics",
+    "relabel",
     "remeasure",
     "reward_scores",
     "run_from_config",

@@ -31,7 +31,14 @@ import yaml
 
 from trl_ext.chat import Prompt, prompt_messages, render_prompt, text_of, with_system_prompt
 from trl_ext.eval.generation import generate_batched
-from trl_ext.eval.refusal import COMPLIANCE, FULL_REFUSAL, PARTIAL_REFUSAL, RefusalDetector, make_detector
+from trl_ext.eval.refusal import (
+    COMPLIANCE,
+    DEFAULT_DETECTOR,
+    FULL_REFUSAL,
+    PARTIAL_REFUSAL,
+    RefusalDetector,
+    make_detector,
+)
 from trl_ext.exceptions import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -197,7 +204,7 @@ def run_scorecard(
     attacks: Sequence[Attack] = (),
     data_prompts: Sequence[Prompt] = (),
     scorer: Callable | None = None,
-    detector: RefusalDetector | str = "probe",
+    detector: RefusalDetector | str = DEFAULT_DETECTOR,
     max_new_tokens: int = 48,
     batch_size: int = 16,
     max_prompt_length: int = 384,
@@ -311,9 +318,7 @@ def run_scorecard(
     drift_s = time.perf_counter() - start
 
     start = time.perf_counter()
-    labeled = [a for a in answers if a["set"] != "data"]
-    for a, label in zip(labeled, detector([a["answer"] for a in labeled])):
-        a["label"] = label
+    _label(answers, detector)
     detect_s = time.perf_counter() - start
     start = time.perf_counter()
     if scorer is not None and data:
@@ -335,7 +340,7 @@ def run_scorecard(
         "arms": {name: {**arm_info[name], **_measures(answers, name, baseline)} for name in arms},
         "reference": reference,
         "baseline": baseline,
-        "detector": {"name": detector.name, "measured": getattr(detector, "measured", {})},
+        "detector": _detector_info(detector),
         "scorer": getattr(scorer, "__name__", type(scorer).__name__) if scorer is not None else None,
         "settings": {
             "max_new_tokens": max_new_tokens,
@@ -380,7 +385,7 @@ def run_from_config(
         load_attacks(templates, settings.get("templates")) if templates else [],
         list(data_prompts)[:n_data] if n_data is not None else list(data_prompts),
         scorer=scorer,
-        detector=settings.get("detector", "probe"),
+        detector=settings.get("detector", DEFAULT_DETECTOR),
         max_new_tokens=settings.get("max_new_tokens", 32),
         batch_size=settings.get("batch_size", 32),
         max_prompt_length=settings.get("max_prompt_length", 384),
@@ -486,6 +491,26 @@ def _measures(answers: Sequence[dict[str, Any]], arm: str, baseline: str | None)
     return out
 
 
+def _label(answers: Sequence[dict[str, Any]], detector: RefusalDetector) -> None:
+    """Every answer but those to the data prompts gets `detector`'s label (in place)."""
+    labeled = [a for a in answers if a["set"] != "data"]
+    for a, label in zip(labeled, detector([a["answer"] for a in labeled]), strict=True):
+        a["label"] = label
+
+
+def _detector_info(detector: RefusalDetector) -> dict[str, Any]:
+    return {"name": detector.name, "measured": getattr(detector, "measured", {})}
+
+
+def relabel(card: Mapping[str, Any], detector: RefusalDetector | str = DEFAULT_DETECTOR) -> dict[str, Any]:
+    """A saved scorecard with its answers labeled again by `detector` and every measure counted again: a run made
+    with another refusal detector reads as if made with this one, without answering anything again."""
+    detector = make_detector(detector) if isinstance(detector, str) else detector
+    answers = [dict(a) for a in card["answers"]]
+    _label(answers, detector)
+    return remeasure({**card, "answers": answers, "detector": _detector_info(detector)})
+
+
 def remeasure(card: Mapping[str, Any]) -> dict[str, Any]:
     """A saved scorecard (scorecard.json) with every arm's measures counted again from its saved answers, labels and
     scores: when a measure is corrected, earlier runs read the new way without answering anything again."""
@@ -543,6 +568,8 @@ def detector_note(card: Mapping[str, Any]) -> str:
         )
     if (own := measured.get("smollm2_own")) is not None:
         parts.append(f"{own['binary_agreement']:.3f} on {own['n']} SmolLM2-135M answers labeled by this project")
+    if (aligned := measured.get("smollm2_aligned")) is not None:
+        parts.append(f"{aligned['binary_agreement']:.3f} on {aligned['n']} answers of DPO- and PPO-trained SmolLM2")
     figures = "; ".join(parts) if parts else "agreement with people not measured"
     return f"Refusal labels by the `{d['name']}` detector: {figures}."
 
