@@ -266,7 +266,32 @@ def test_the_study_scorecard_note_compares_the_evasion_settings(monkeypatch):
     assert note.endswith("the least: `drop_refusals=probe` at 2e-4, 4 points above.")
     card |= {"dpo_top8_drop/over_refusal": 0.10}  # a tie with lr 2e-4 alone: the simpler setting is named
     assert bench_quality.card_notes(card)[0].endswith("the least: lr 2e-4, 8 points above.")
+    # a study row scored in a later run of the study card (STUDY_CARD_ADDED): PPO's tax on the same prompts
+    (ppo_key,) = bench_quality.STUDY_CARD_ADDED["card_ppo"]
+    card |= {f"{ppo_key}/over_refusal": 0.39, f"{ppo_key}/unsafe_compliance": 0.35}
+    (_, ppo) = bench_quality.card_notes(card)
+    assert ppo.startswith(f"- PPO on the same prompts ({ppo_key}): over-refusal 0.390, 37 points above the base model")
+    assert "(more than the target's 5), unsafe compliance 0.350 against the base model's 0.800" in ppo
     assert bench_quality.card_notes({k: v for k, v in card.items() if not k.startswith("dpo_top8_drop")}) == []
+
+
+def test_a_later_study_card_run_answers_beside_the_base_model_and_the_band_aid_only(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import bench_quality
+
+    ran = []
+    monkeypatch.setattr(bench_quality, "WORK", tmp_path)
+    monkeypatch.setattr(bench_quality, "run", lambda args, log: ran.append(args) or 1.0)
+    monkeypatch.setattr(bench_quality, "study_prompts", lambda: tmp_path / "xstest_study.csv")
+    row = {"key": "ppo_x", "recipe": "ppo"}
+    bench_quality.study_card([row], "card_ppo", with_sft=False)
+    bench_quality.study_card([row])
+    (added, main) = ran
+    assert (
+        f"hydra.run.dir={tmp_path / 'study' / 'card_ppo'}" in added
+        and f"+models.ppo_x={tmp_path}/study/ppo_x/ppo" in added
+    )
+    assert not any(a.startswith("+models.sft=") for a in added) and any(a.startswith("+models.sft=") for a in main)
 
 
 def test_an_experiments_time_counts_the_stages_it_reused(monkeypatch):
