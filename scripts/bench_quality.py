@@ -612,7 +612,7 @@ def card_of(folder: Path) -> dict:
     saved = load_json(folder / "scorecard.json")
     if not saved:
         return {}
-    same = saved["detector"]["name"] == detector().name
+    same = saved["detector"] == {"name": detector().name, "measured": detector().measured}  # refit: label again
     return scorecard_metrics(remeasure(saved) if same else relabel(saved, detector()))
 
 

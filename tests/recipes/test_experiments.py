@@ -367,6 +367,11 @@ def test_held_out_cards_are_labeled_again_by_the_default_detector(tmp_path, monk
     (tmp_path / "scorecard.json").write_text(json.dumps(remeasure(saved)))
     card = bench_quality.card_of(tmp_path)
     assert (card["base/over_refusal"], card["dpo/over_refusal"], card["dpo_lr2e4/over_refusal"]) == (0.0, 0.3, 0.0)
+    relabeled = json.loads((tmp_path / "scorecard.json").read_text()) | {
+        "detector": {"name": "phrases", "measured": {}}
+    }
+    (tmp_path / "scorecard.json").write_text(json.dumps(relabeled))  # labeled by this detector: read as saved
+    assert bench_quality.card_of(tmp_path)["dpo/over_refusal"] == 0.0
     assert not bench_quality.within_tax(card, "dpo") and bench_quality.within_tax(card, "dpo_lr2e4")
     card |= {f"{arm}/{key}": 0.5 for arm in ("base", "sft", "dpo") for key in ("attack_success", "harmless_score")}
     card |= {"sft/over_refusal": 0.0}
