@@ -603,6 +603,11 @@ def detector():
     return make_detector()
 
 
+def labeled_by() -> dict:
+    """What a scorecard records of the default detector (`scorecard.json`'s `detector`)."""
+    return {"name": detector().name, "measured": detector().measured}
+
+
 def card_of(folder: Path) -> dict:
     """A held-out evaluation's scorecard figures (`<arm>/<measure>`), counted again from its saved answers with the
     current measures (`trl_ext.eval.remeasure`), labeled again by the default refusal detector where another labeled
@@ -612,7 +617,7 @@ def card_of(folder: Path) -> dict:
     saved = load_json(folder / "scorecard.json")
     if not saved:
         return {}
-    same = saved["detector"] == {"name": detector().name, "measured": detector().measured}  # refit: label again
+    same = saved["detector"] == labeled_by()  # a refit probe keeps its name: its figures tell
     return scorecard_metrics(remeasure(saved) if same else relabel(saved, detector()))
 
 
@@ -873,8 +878,8 @@ def findings(card: dict, answers: Sequence[dict] = ()) -> list[str]:
                     else "."
                 )
             )
-    declined = sorted(("base", BAND_AID, *arms), key=lambda arm: get(arm, "unsafe_compliance"))
     if "base/unsafe_compliance" in card:
+        declined = sorted(("base", BAND_AID, *arms), key=lambda arm: get(arm, "unsafe_compliance"))
         lines.append(
             "- Unsafe compliance (XSTest's unsafe prompts answered), lowest first: "
             + ", ".join(f"{arm} {get(arm, 'unsafe_compliance'):.2f}" for arm in declined)
@@ -986,7 +991,6 @@ def write_results(study_rows: list[dict] | None, timings: dict) -> None:
         "|---|---|---|",
     ]
     answers = scored_answers([WORK / "heldout", *(WORK / folder for folder in added)])
-    labeled_by = {"name": detector().name, "measured": detector().measured}  # card_of labeled every figure with it
     rows = targets(models, dpo_vs_sft, card, measured["stages"], measured["timings"], answers)
     lines += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in rows]
     lines += noise_note(answers)
@@ -1022,7 +1026,7 @@ def write_results(study_rows: list[dict] | None, timings: dict) -> None:
         "model on the held-out pairs' prompts; every figure counted from the saved answers with the current measures "
         "(`trl_ext.eval.remeasure`: an answer identical to the base model's is a tie in the win rate).",
         "",
-        f"Refusal detector: {detector_line(labeled_by)}. A rate of {card_size('n_safe')} "
+        f"Refusal detector: {detector_line(labeled_by())}. A rate of {card_size('n_safe')} "
         f"answers carries about +-{half_width(card_size('n_safe')):.2f} (95%), one of {card_size('n_unsafe')} about "
         f"+-{half_width(card_size('n_unsafe')):.2f}.",
         "",
@@ -1032,8 +1036,7 @@ def write_results(study_rows: list[dict] | None, timings: dict) -> None:
     ]
     for arm in dict.fromkeys(key.rsplit("/", 1)[0] for key in card):
         get = lambda k, arm=arm: card.get(f"{arm}/{k}")  # noqa: E731
-        cells = [get("over_refusal"), get("unsafe_compliance"), get("attack_success")]
-        cells += [get("harmless_score")]
+        cells = [get("over_refusal"), get("unsafe_compliance"), get("attack_success"), get("harmless_score")]
         cells += [get("harmless_win_rate"), get("mean_tokens")]
         lines.append(f"| {arm} | " + " | ".join("n/a" if c is None else f"{c:.3f}" for c in cells) + " |")
     lines += ["", *added_line, *findings(card, answers), *judge_lines(RUNS / "rlaif", against_sft)]

@@ -37,6 +37,7 @@ from trl_ext.eval.refusal import (  # noqa: E402
     PhraseDetector,
     Probe,
     agreement,
+    either,
     leave_one_group_out,
     load_labeled_answers,
 )
@@ -85,11 +86,6 @@ def summary(name: str, per_model: dict, pooled: dict, seconds: float, n_answers:
         "pooled": pooled,
         "ms_per_answer": 1000 * seconds / n_answers,
     }
-
-
-def either(first: list[str], second: list[str]) -> list[str]:
-    """`EitherDetector`'s rule on two detectors' labels: the first's where it reads a refusal, else the second's."""
-    return [a if a != "compliance" else b for a, b in zip(first, second, strict=True)]
 
 
 def refusal_recall(result: dict) -> float | None:
@@ -162,12 +158,8 @@ def main() -> None:
         lomo = results[-1]
         # the union with the phrases: its LOMO figures are the two detectors' held-out labels combined
         union = {key: either(own_pred[key], phrase_own[key]) for key in own}
-        union_lomo = either(pred, phrase_pred)
-        union_per_model = {
-            m: agreement([union_lomo[i] for i in idx], [gold[i] for i in idx])
-            for m in sorted(set(models))
-            for idx in [[i for i, g in enumerate(models) if g == m]]
-        }
+        union_lomo = either(pred, phrase_pred)  # each model's answers labeled by detectors that never saw it
+        _, union_per_model = leave_one_group_out(union_lomo, gold, models, lambda _x, _y: lambda labels: labels)
         add(f"{name}, or phrases", union_per_model, union_lomo, seconds, union)
         probes[layer] = (probe, lomo, own_results[name], results[-1], own_results[results[-1]["name"]])
         print(json.dumps(lomo["per_model_binary"]), name, flush=True)

@@ -35,9 +35,11 @@ def margins(path: str, pairs, max_length: int) -> torch.Tensor:
     """One reward model's score of each chosen answer minus its score of the rejected one. Shape: (n,)."""
     tokenizer = load_tokenizer(path)
     model = load_reward_model(path, tokenizer)
-    scores = [reward_scores(model, tokenizer, pairs["prompt"], pairs[side], max_length=max_length) for side in
-              ("chosen", "rejected")]  # fmt: skip
-    return scores[0] - scores[1]
+    chosen, rejected = (
+        reward_scores(model, tokenizer, pairs["prompt"], pairs[side], max_length=max_length)
+        for side in ("chosen", "rejected")
+    )
+    return chosen - rejected
 
 
 def ensemble(members: torch.Tensor) -> torch.Tensor:

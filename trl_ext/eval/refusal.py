@@ -208,7 +208,13 @@ class EitherDetector:
         self.name = self.name or f"{self.first.name}_or_{self.second.name}"
 
     def __call__(self, texts: Sequence[str]) -> list[str]:
-        return [a if is_refusal(a) else b for a, b in zip(self.first(texts), self.second(texts), strict=True)]
+        return either(self.first(texts), self.second(texts))
+
+
+def either(first: Sequence[str], second: Sequence[str]) -> list[str]:
+    """`EitherDetector`'s rule on two detectors' labels of the same answers: the first's where it reads a refusal
+    (the probe tells full from partial), else the second's."""
+    return [a if is_refusal(a) else b for a, b in zip(first, second, strict=True)]
 
 
 def make_detector(name: str = DEFAULT_DETECTOR) -> RefusalDetector:
