@@ -66,11 +66,12 @@ def pipeline_args(name: str, coef: float, default: float) -> list[str]:
     return [*args, f"hydra.run.dir={RUNS}"]
 
 
-def card_args(names: list[str]) -> list[str]:
-    """The scorecard of the base model, the band-aid, the SFT model and every PPO model, in one eval run."""
+def card_args(names: list[str], prompts: Path) -> list[str]:
+    """The scorecard of the base model, the band-aid, the SFT model and every PPO model, in one eval run, on the XSTest
+    `prompts` the held-out report leaves out (`bench_quality.study_prompts`)."""
     args = ["recipes/eval.py", "model=smollm2"]
     args += quality.data_args(quality.STUDY_TRAIN_FILE, eval_path=quality.STUDY_PROMPTS_FILE)
-    args += [f"scorecard.prompts={quality.study_prompts()}", *CARD_ARGS, f"+models.sft={RUNS / 'sft'}"]
+    args += [f"scorecard.prompts={prompts}", *CARD_ARGS, f"+models.sft={RUNS / 'sft'}"]
     return [*args, *(f"+models.{name}={RUNS / name}" for name in names), f"hydra.run.dir={CARD}"]
 
 
@@ -135,14 +136,15 @@ def main() -> None:
     start = time.perf_counter()
     for name, coef in coefs.items():
         quality.run(pipeline_args(name, coef, default), RUNS.parent / "ppo_kl.log")
+    prompts = quality.study_prompts()
     if not (CARD / "metrics.json").exists():
-        quality.run(card_args(list(coefs)), RUNS.parent / "ppo_kl.log")
+        quality.run(card_args(list(coefs), prompts), RUNS.parent / "ppo_kl.log")
     minutes = (time.perf_counter() - start) / 60
     card = quality.card_of(CARD)
     answers = json.loads((CARD / "scorecard.json").read_text())["answers"]
     ppo = {name: quality.study_figures(RUNS / name, "ppo") for name in coefs}
     counts = json.loads((CARD / "scorecard.json").read_text()).get("counts", {})
-    commands = [pipeline_args(name, coef, default) for name, coef in coefs.items()] + [card_args(list(coefs))]
+    commands = [pipeline_args(name, coef, default) for name, coef in coefs.items()] + [card_args(list(coefs), prompts)]
     lines = [
         f"## PPO's KL coefficient against the alignment tax ({datetime.date.today().isoformat()})",
         "",

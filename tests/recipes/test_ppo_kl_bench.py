@@ -1,6 +1,8 @@
 """scripts/bench_ppo_kl.py: the PPO experiment rerun per KL coefficient from one SFT model and one reward model, and
 what its table and verdict read off a scorecard."""
 
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import REPO, compose
@@ -34,9 +36,13 @@ def test_each_coefficient_trains_its_own_ppo_stage_beside_the_shared_sft_and_rew
     for stage in ("sft", "reward"):
         assert stage_config(varied, stage, {}, {}) == stage_config(plain, stage, {}, {})
     assert varied.ppo != plain.ppo
-    card = bench.card_args(list(coefs))
+    card = bench.card_args(list(coefs), Path("xstest_study.csv"))
     assert "+models.ppo_kl0p5=outputs/quality/ppo_kl/ppo_kl0p5" in card and "scorecard.n_data=40" in card
-    assert "scorecard.scorer=reward_model" in card and "scorecard.n_data=0" not in card
+    assert (
+        "scorecard.scorer=reward_model" in card
+        and "scorecard.prompts=xstest_study.csv" in card
+        and "scorecard.n_data=0" not in card
+    )
 
 
 def card_and_answers():
