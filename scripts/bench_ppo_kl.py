@@ -31,7 +31,7 @@ import bench_quality as quality  # noqa: E402
 from bench_common import append_section  # noqa: E402
 
 RUNS = quality.WORK / "ppo_kl"  # the pipeline's run folder: sft, reward, and one PPO stage per coefficient
-CARD = quality.WORK / "ppo_kl_card"
+CARDS = quality.WORK / "ppo_kl_card"  # one scorecard run per set of PPO models: <CARDS>/<their names>
 EXPERIMENT = "hh_ppo_smollm2"
 # The study's alignment-tax scorecard (the XSTest prompts the held-out report leaves out: every safe one, 50 of the
 # unsafe ones); what PPO gained is its validation reward, measured by the PPO stage itself
@@ -68,7 +68,7 @@ def card_args(names: list[str], prompts: Path) -> list[str]:
     args = ["recipes/eval.py", "model=smollm2"]
     args += quality.data_args(quality.STUDY_TRAIN_FILE, eval_path=quality.STUDY_PROMPTS_FILE)
     args += [f"scorecard.prompts={prompts}", *CARD_ARGS, f"+models.sft={RUNS / 'sft'}"]
-    return [*args, *(f"+models.{name}={RUNS / name}" for name in names), f"hydra.run.dir={CARD}"]
+    return [*args, *(f"+models.{name}={RUNS / name}" for name in names), f"hydra.run.dir={CARDS / '-'.join(names)}"]
 
 
 def rows(card: dict, ppo: dict[str, dict], coefs: dict[str, float]) -> list[str]:
@@ -119,12 +119,13 @@ def main() -> None:
     for name, coef in coefs.items():
         quality.run(pipeline_args(name, coef, default), RUNS.parent / "ppo_kl.log")
     prompts = quality.study_prompts()
-    if not (CARD / "metrics.json").exists():
+    card_folder = CARDS / "-".join(coefs)  # card_args' run folder
+    if not (card_folder / "metrics.json").exists():
         quality.run(card_args(list(coefs), prompts), RUNS.parent / "ppo_kl.log")
     minutes = (time.perf_counter() - start) / 60
-    card = quality.card_of(CARD)
+    card = quality.card_of(card_folder)
     ppo = {name: quality.study_figures(RUNS / name, "ppo") for name in coefs}
-    counts = json.loads((CARD / "scorecard.json").read_text()).get("counts", {})
+    counts = json.loads((card_folder / "scorecard.json").read_text()).get("counts", {})
     commands = [pipeline_args(name, coef, default) for name, coef in coefs.items()] + [card_args(list(coefs), prompts)]
     lines = [
         f"## PPO's KL coefficient against the alignment tax ({datetime.date.today().isoformat()})",

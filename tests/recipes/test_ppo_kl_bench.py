@@ -39,6 +39,7 @@ def test_each_coefficient_trains_its_own_ppo_stage_beside_the_shared_sft_and_rew
     card = bench.card_args(list(coefs), Path("xstest_study.csv"))
     assert "+models.ppo_kl0p5=outputs/quality/ppo_kl/ppo_kl0p5" in card and "scorecard.prompts=xstest_study.csv" in card
     assert "scorecard.n_safe=null" in card and "scorecard.n_unsafe=50" in card and "scorecard.n_unsafe=null" not in card
+    assert card[-1] == "hydra.run.dir=outputs/quality/ppo_kl_card/ppo-ppo_kl0p2-ppo_kl0p5"  # its own folder per set
 
 
 CARD = {}
