@@ -12,9 +12,9 @@ run's validation prompts.
     python scripts/bench_ppo_kl.py --kl-coefs 0.05 0.1 0.5
 
 Appends a section to docs/benchmarks.md. On 2026-12-07's 2-core CPU the shared stages took 9 min (SFT) and 22 min
-(reward model), a PPO update about 70 s (so about 25 min a run, validation included) and the scorecard of the base
-model, the band-aid, SFT and one PPO model about 12 min: about 1.5 hours for two coefficients. Every run is a recipe
-command that resumes and skips what is complete, so a rerun costs only what is new (outputs/quality/ppo_kl).
+(reward model), a PPO update 49 s when nothing else ran (about 18 min a run, validation included) and the scorecard
+of the base model, the band-aid, SFT and one PPO model about 12 min: about 1.3 hours for two coefficients. Every run
+is a recipe command that resumes and skips what is complete, so a rerun costs only what is new (outputs/quality/ppo_kl).
 """
 
 from __future__ import annotations
