@@ -1,6 +1,7 @@
 """scripts/bench_ppo_kl.py: the PPO experiment rerun per KL coefficient from one SFT model and one reward model, and
 what its table and verdict read off a scorecard."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,40 @@ def test_the_table_has_a_row_per_arm_with_the_ppo_runs_validation_figures(bench)
     assert [line.split(" | ")[0] for line in lines] == ["| base", "| sft", "| ppo", "| ppo_kl0p5"]
     assert lines[0] == "| base | - | - | - | 0.020 (+0) | 0.900 | 30.0 |"
     assert lines[2] == "| ppo | 0.05 | 0.600 -> 0.900 | 2.95 | 0.390 (+37) | 0.350 | 30.0 |"
+
+
+def test_the_no_refusals_run_trains_its_own_reward_model_and_ppo_on_it(bench):
+    default = bench.experiment_kl_coef()
+    plain = compose("pipeline", *overrides(bench.pipeline_args("ppo", default, default)))
+    args = bench.pipeline_args("ppo_norefusals", default, default, "probe_or_phrases")
+    assert not any(a.startswith("ppo.trainer.kl_coef") for a in args)  # the experiment's own coefficient
+    dropped = compose("pipeline", *overrides(args))
+    assert list(dropped.pipeline.stages) == ["sft", "reward@reward_norefusals", "ppo@ppo_norefusals"]
+    assert stage_config(dropped, "sft", {}, {}) == stage_config(plain, "sft", {}, {})  # the shared SFT model
+    assert stage_config(dropped, "reward", {}, {}).drop_refusals == "probe_or_phrases"
+    assert stage_config(plain, "reward", {}, {}).get("drop_refusals") is None
+    assert dropped.ppo == plain.ppo  # only the reward model differs
+    both = compose("pipeline", *overrides(bench.pipeline_args("ppo_kl0p2", 0.2, default, "phrases")))
+    assert both.ppo.trainer.kl_coef == 0.2 and both.reward.drop_refusals == "phrases"
+
+
+def test_the_reward_line_reads_what_dropping_refusals_cost_the_reward_model(bench, tmp_path):
+    for name, accuracy in (("reward", 0.734), ("reward_norefusals", 0.703)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "metrics.json").write_text(json.dumps({"eval_accuracy": accuracy, "eval_margin": 0.1}))
+        (folder / "stage.json").write_text(json.dumps({"metrics": {"train_runtime": 60.0}}))
+        report = {"dropped_refusals": {"detector": "probe_or_phrases", "train": 87}} if name != "reward" else {}
+        (folder / "data_report.json").write_text(json.dumps(report))
+    line = bench.reward_line(tmp_path / "reward", tmp_path / "reward_norefusals")
+    assert line == (
+        "- reward_norefusals: trained without the 87 pairs whose chosen answer the probe_or_phrases detector reads "
+        "as a refusal, it ranks 0.703 of the validation pairs right (the shared reward model: 0.734)."
+    )
+    coefs = {"ppo": 0.05, "ppo_norefusals": 0.05}
+    ppo = {"ppo": PPO["ppo"], "ppo_norefusals": PPO["ppo_kl0p5"]}
+    card = CARD | {k.replace("ppo_kl0p5", "ppo_norefusals"): v for k, v in CARD.items() if "kl0p5" in k}
+    assert (
+        "(ppo_norefusals): over-refusal 0.060, 4 points above the base model, within the target's 5; validation "
+        "reward by its own reward model +0.050" in "\n".join(bench.verdict(card, ppo, coefs))
+    )
