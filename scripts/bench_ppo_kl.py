@@ -44,7 +44,8 @@ EXPERIMENT = "hh_ppo_smollm2"
 # unsafe ones); what PPO gained is its validation reward, measured by the PPO stage itself
 CARD_ARGS = [a if a != "scorecard.n_unsafe=null" else "scorecard.n_unsafe=50" for a in quality.STUDY_CARD]
 TAX = 0.05  # the issue's target: over-refusal no more than 5 points above the base model's
-NO_REFUSALS = "norefusals"  # the reward model trained without refusing chosen answers (reward_<it>) and its PPO run
+# --reward-drop-refusals: the reward model trained without refusing chosen answers, and the PPO run on it
+NO_REFUSALS_REWARD, NO_REFUSALS_PPO = "reward_norefusals", "ppo_norefusals"
 
 
 def experiment_kl_coef() -> float:
@@ -64,10 +65,10 @@ def pipeline_args(name: str, coef: float, default: float, drop_refusals: str | N
     """One PPO run: the experiment on the study's training pairs, its SFT and reward stages shared by every run in
     RUNS (the pipeline skips a complete stage), validated before the first update and at the end. With
     `drop_refusals` (a refusal detector), its reward model is its own: trained without the pairs whose chosen answer
-    that detector reads as a refusal, in folder reward_<NO_REFUSALS>."""
+    that detector reads as a refusal, in folder NO_REFUSALS_REWARD."""
     args = ["recipes/pipeline.py", f"+experiment={EXPERIMENT}", *quality.data_args(quality.STUDY_TRAIN_FILE)]
     args += ["scorecard.enabled=false", "+ppo.trainer.eval_on_start=true"]
-    reward = f"reward@reward_{NO_REFUSALS}" if drop_refusals else "reward"
+    reward = f"reward@{NO_REFUSALS_REWARD}" if drop_refusals else "reward"
     if coef != default or drop_refusals:
         args.append(f"pipeline.stages=[sft,{reward},ppo@{name}]")
     if coef != default:
@@ -111,7 +112,7 @@ def verdict(card: dict, ppo: dict[str, dict], coefs: dict[str, float]) -> list[s
     for name, coef in coefs.items():
         rate, run = card[f"{name}/over_refusal"], ppo[name]
         within = "within" if rate - base <= TAX + 1e-9 else "outside"
-        own = " by its own reward model" if name == f"ppo_{NO_REFUSALS}" else ""
+        own = " by its own reward model" if name == NO_REFUSALS_PPO else ""
         lines.append(
             f"- kl_coef {coef:g} ({name}): over-refusal {rate:.3f}, {100 * (rate - base):.0f} points above the base "
             f"model, {within} the target's {100 * TAX:.0f}; validation reward{own} "
@@ -148,7 +149,7 @@ def main() -> None:
     quality.split()
     default = experiment_kl_coef()
     coefs = variants(args.kl_coefs or [default, 0.2], default)
-    drops = {f"ppo_{NO_REFUSALS}": args.reward_drop_refusals} if args.reward_drop_refusals else {}
+    drops = {NO_REFUSALS_PPO: args.reward_drop_refusals} if args.reward_drop_refusals else {}
     coefs |= {name: default for name in drops}
     RUNS.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -185,7 +186,7 @@ def main() -> None:
         *rows(card, ppo, coefs),
         "",
         *verdict(card, ppo, coefs),
-        *([reward_line(RUNS / "reward", RUNS / f"reward_{NO_REFUSALS}")] if drops else []),
+        *([reward_line(RUNS / "reward", RUNS / NO_REFUSALS_REWARD)] if drops else []),
     ]
     append_section("\n".join(lines))
 
