@@ -50,6 +50,42 @@ def test_drop_refusals_trains_without_refusing_chosen_answers_and_keeps_the_eval
     assert sum(fitted["train"].values()) == len(data["train"]) - refusing
 
 
+def test_mix_with_adds_another_sources_pairs_to_the_training_split_only(tmp_path):
+    """`mix_with` (helpful pairs beside harmless ones): every row of the source trains, the eval split is the data's
+    own, and a PPO stage mixes in the source's prompts."""
+    from omegaconf import OmegaConf
+
+    from trl_ext.config import node_kwargs
+    from trl_ext.data import load_preferences, load_prompts
+    from trl_ext.stages import reward
+    from trl_ext.stages.training import mix_into_train
+
+    extra = tmp_path / "helpful.jsonl"
+    pairs = [
+        {"prompt": f"How do I boil an egg ({i})?", "chosen": "Simmer it 8 minutes.", "rejected": "No."}
+        for i in range(3)
+    ]
+    extra.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    cfg = compose("reward", "+debug=default", f"+mix_with={extra}")
+    data, _ = load_preferences(**node_kwargs(cfg.data))
+    out = reward.run(cfg, tmp_path / "run")
+    report = json.loads((out.path / "data_report.json").read_text())
+    assert report["mixed_in"]["source"] == str(extra) and report["mixed_in"]["train"] == 3
+    fitted = report["fitted_to_max_length"]
+    assert sum(fitted["train"].values()) == len(data["train"]) + 3 and sum(fitted["eval"].values()) == len(data["eval"])
+
+    prompts, _ = load_prompts(**node_kwargs(cfg.data))
+    spec = OmegaConf.create({"path": str(extra), "max_rows": 2})  # a node: any of the loader's source keys
+    mixed, mix_report = mix_into_train(prompts, spec, cfg.data, prompts_only=True)
+    assert mix_report["train"] == 2 and list(mixed["train"].features) == ["prompt"]
+    assert len(mixed["train"]) == len(prompts["train"]) + 2 and mixed["eval"]["prompt"] == prompts["eval"]["prompt"]
+    assert {"How do I boil an egg (0)?", "How do I boil an egg (1)?"} <= {
+        p[-1]["content"] for p in mixed["train"]["prompt"]
+    }
+    with pytest.raises(ConfigError, match="must name a source"):
+        mix_into_train(prompts, OmegaConf.create({"path": str(extra), "eval_size": 2}), cfg.data, prompts_only=True)
+
+
 def test_rlhf_pipeline_sft_rm_ppo(tmp_path):
     run_pipeline(
         tmp_path,

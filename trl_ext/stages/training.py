@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from datasets import DatasetDict
+from datasets import DatasetDict, concatenate_datasets
 from omegaconf import DictConfig
 from transformers import Trainer, set_seed
 
@@ -26,6 +26,7 @@ from trl_ext.stages.folder import TRAINER_STATE_NAME, Stage
 from trl_ext.stages.lifecycle import POLICY, StageOutput, peak_rss_gib, run_stage, write_json
 
 logger = logging.getLogger(__name__)
+MIX_KEYS = {"path", "format", "split", "data_dir", "revision", "max_rows"}  # mix_with's source (`mix_into_train`)
 BuildTrainer = Callable[[DictConfig, str, Any, Any, Path], Any]  # (cfg, model path, tokenizer, data, work dir)
 
 
@@ -50,6 +51,8 @@ def train_stage(
         tokenizer = load_tokenizer(path, trust_remote_code=cfg.model.trust_remote_code)
         data, report = (load_prompts if prompts_only else load_preferences)(**node_kwargs(cfg.data))
         files = {"data_report.json": report.to_dict()}
+        if cfg.get("mix_with"):  # extra training rows (helpful pairs beside harmless ones); validation unchanged
+            data, files["data_report.json"]["mixed_in"] = mix_into_train(data, cfg.mix_with, cfg.data, prompts_only)
         detector = cfg.get("drop_refusals")
         if detector and not prompts_only:  # the train split only: validation figures stay comparable
             train_rows, dropped = drop_refusing_chosen(data["train"], make_detector(detector))
@@ -79,6 +82,25 @@ def train_stage(
         return metrics, write
 
     return run_stage(cfg, run_dir, name, makes, work)
+
+
+def mix_into_train(data: DatasetDict, spec, data_cfg: DictConfig, prompts_only: bool) -> tuple[DatasetDict, dict]:
+    """`data` with every row of another source added to its training split, shuffled in by the data seed; the
+    validation split stays as it was, so validation figures compare with a run without the mix.
+
+    `spec` is a source (`demo`, a file, a hub id) or a node with `path` and any of `format`, `split`, `data_dir`,
+    `revision`, `max_rows`: HH-RLHF's helpful-base beside harmless-base is
+    `+reward.mix_with.path=Anthropic/hh-rlhf +reward.mix_with.data_dir=helpful-base`.
+    """
+    spec = {"path": spec} if isinstance(spec, str) else to_dict(spec)
+    unknown = sorted(set(spec) - MIX_KEYS)
+    if unknown or not spec.get("path"):
+        raise ConfigError(f"mix_with: {spec!r} must name a source (path) and may set only {sorted(MIX_KEYS)}")
+    kwargs = {"seed": data_cfg.seed, "on_invalid": data_cfg.on_invalid, **spec, "eval_size": "all"}
+    extra, report = (load_prompts if prompts_only else load_preferences)(**kwargs)
+    train = concatenate_datasets([data["train"], extra["eval"]]).shuffle(seed=data_cfg.seed)
+    logger.info("mix_with=%s: %d training rows added to %d", spec["path"], len(extra["eval"]), len(data["train"]))
+    return DatasetDict({**data, "train": train}), {**report.to_dict(), "train": len(extra["eval"])}
 
 
 def train(stage: Stage, trainer) -> dict[str, Any]:
