@@ -71,7 +71,9 @@ def test_the_table_has_a_row_per_arm_with_the_ppo_runs_validation_figures(bench)
 def test_the_no_refusals_run_trains_its_own_reward_model_and_ppo_on_it(bench):
     default = bench.experiment_kl_coef()
     plain = compose("pipeline", *overrides(bench.pipeline_args("ppo", default, default)))
-    args = bench.pipeline_args("ppo_norefusals", default, default, "probe_or_phrases")
+    own = bench.reward_variants("probe_or_phrases", None)
+    assert list(own) == ["ppo_norefusals"]
+    args = bench.pipeline_args("ppo_norefusals", default, default, own["ppo_norefusals"])
     assert not any(a.startswith("ppo.trainer.kl_coef") for a in args)  # the experiment's own coefficient
     dropped = compose("pipeline", *overrides(args))
     assert list(dropped.pipeline.stages) == ["sft", "reward@reward_norefusals", "ppo@ppo_norefusals"]
@@ -79,18 +81,37 @@ def test_the_no_refusals_run_trains_its_own_reward_model_and_ppo_on_it(bench):
     assert stage_config(dropped, "reward", {}, {}).drop_refusals == "probe_or_phrases"
     assert stage_config(plain, "reward", {}, {}).get("drop_refusals") is None
     assert dropped.ppo == plain.ppo  # only the reward model differs
-    both = compose("pipeline", *overrides(bench.pipeline_args("ppo_kl0p2", 0.2, default, "phrases")))
+    phrases = bench.reward_variants("phrases", None)["ppo_norefusals"]
+    both = compose("pipeline", *overrides(bench.pipeline_args("ppo_kl0p2", 0.2, default, phrases)))
     assert both.ppo.trainer.kl_coef == 0.2 and both.reward.drop_refusals == "phrases"
 
 
+def test_the_mixed_run_adds_the_source_to_its_own_reward_models_pairs_and_to_ppos_prompts(bench):
+    default = bench.experiment_kl_coef()
+    plain = compose("pipeline", *overrides(bench.pipeline_args("ppo", default, default)))
+    own = bench.reward_variants("phrases", "demo")
+    assert list(own) == ["ppo_norefusals", "ppo_mix"]  # both options: one run each
+    mixed = compose("pipeline", *overrides(bench.pipeline_args("ppo_mix", default, default, own["ppo_mix"])))
+    assert list(mixed.pipeline.stages) == ["sft", "reward@reward_mix", "ppo@ppo_mix"]
+    assert stage_config(mixed, "sft", {}, {}) == stage_config(plain, "sft", {}, {})  # the shared SFT model
+    assert stage_config(mixed, "reward", {}, {}).mix_with == "demo" and mixed.ppo.mix_with == "demo"
+    assert stage_config(mixed, "reward", {}, {}).get("drop_refusals") is None
+    assert {**mixed.ppo, "mix_with": None} == {**plain.ppo, "mix_with": None}  # PPO's settings otherwise the same
+
+
+def reward_folder(folder: Path, accuracy: float, data_report: dict) -> None:
+    """A finished reward stage's files, as much of them as the reward line reads."""
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps({"eval_accuracy": accuracy, "eval_margin": 0.1}))
+    (folder / "stage.json").write_text(json.dumps({"metrics": {"train_runtime": 60.0}}))
+    (folder / "data_report.json").write_text(json.dumps(data_report))
+
+
 def test_the_reward_line_reads_what_dropping_refusals_cost_the_reward_model(bench, tmp_path):
-    for name, accuracy in (("reward", 0.734), ("reward_norefusals", 0.703)):
-        folder = tmp_path / name
-        folder.mkdir()
-        (folder / "metrics.json").write_text(json.dumps({"eval_accuracy": accuracy, "eval_margin": 0.1}))
-        (folder / "stage.json").write_text(json.dumps({"metrics": {"train_runtime": 60.0}}))
-        report = {"dropped_refusals": {"detector": "probe_or_phrases", "train": 87}} if name != "reward" else {}
-        (folder / "data_report.json").write_text(json.dumps(report))
+    reward_folder(tmp_path / "reward", 0.734, {})
+    reward_folder(
+        tmp_path / "reward_norefusals", 0.703, {"dropped_refusals": {"detector": "probe_or_phrases", "train": 87}}
+    )
     line = bench.reward_line(tmp_path / "reward", tmp_path / "reward_norefusals")
     assert line == (
         "- reward_norefusals: trained without the 87 pairs whose chosen answer the probe_or_phrases detector reads "
@@ -102,4 +123,13 @@ def test_the_reward_line_reads_what_dropping_refusals_cost_the_reward_model(benc
     assert (
         "(ppo_norefusals): over-refusal 0.060, 4 points above the base model, within the target's 5; validation "
         "reward by its own reward model +0.050" in "\n".join(bench.verdict(card, ppo, coefs))
+    )
+
+
+def test_the_reward_line_says_what_was_mixed_in(bench, tmp_path):
+    reward_folder(tmp_path / "reward", 0.734, {})
+    reward_folder(tmp_path / "reward_mix", 0.703, {"mixed_in": {"source": "demo", "train": 200, "rows": 200}})
+    assert bench.reward_line(tmp_path / "reward", tmp_path / "reward_mix") == (
+        "- reward_mix: trained with the 200 pairs of demo added, it ranks 0.703 of the validation pairs right "
+        "(the shared reward model: 0.734)."
     )
