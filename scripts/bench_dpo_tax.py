@@ -22,17 +22,14 @@ that resumes and skips what is complete, so a rerun costs only what is new.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_quality as quality  # noqa: E402
 from bench_common import append_section  # noqa: E402
-from bench_ppo_kl import CARDS, RUNS, TAX, card_args  # noqa: E402
+from bench_ppo_kl import RUNS, TAX, run_and_score  # noqa: E402
 
 EXPERIMENT = "hh_dpo_smollm2"
 
@@ -128,30 +125,14 @@ def main() -> None:
     quality.split()
     default = experiment_learning_rate()
     runs = variants(args.learning_rates or [default, 2e-4], default, args.mix_with)
-    RUNS.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
     commands = [pipeline_args(name, rate, default, mixed) for name, (rate, mixed) in runs.items()]
-    for command in commands:
-        quality.run(command, RUNS.parent / "dpo_tax.log")
-    prompts = quality.study_prompts()
-    card_folder = CARDS / "-".join(runs)  # card_args' run folder
-    if not (card_folder / "metrics.json").exists():
-        quality.run(card_args(list(runs), prompts), RUNS.parent / "dpo_tax.log")
-    minutes = (time.perf_counter() - start) / 60
+    title = "DPO against the alignment tax: learning rate and mixed-in pairs"
+    card_folder, lines = run_and_score(commands, list(runs), title)
     card = quality.card_of(card_folder)
     dpo = {name: figures(RUNS / name) for name in runs}
     pairs = next(iter(dpo.values()))["eval_pairs"]
     counts = (quality.load_json(card_folder / "scorecard.json") or {}).get("counts", {})
-    commands.append(card_args(list(runs), prompts))
-    lines = [
-        f"## DPO against the alignment tax: learning rate and mixed-in pairs ({datetime.date.today().isoformat()})",
-        "",
-        f"Command: `python scripts/bench_dpo_tax.py {' '.join(sys.argv[1:])}`.".replace(" `.", "`."),
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores; this run took {minutes:.0f} min (stages it found "
-        "complete are skipped, not timed). The runs, in order:",
-        "",
-        *(f"    python {' '.join(c)}" for c in commands),
-        "",
+    lines += [
         f"The {EXPERIMENT} experiment on the study's training pairs (the train part's, never the held-out part's), "
         "from one SFT model; validation accuracy: DPO's implicit reward against the SFT model on the run's own "
         f"validation pairs, HH's, the same {pairs} for every row (+-{quality.half_width(pairs or 1):.2f}, 95%). "

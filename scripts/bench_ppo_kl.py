@@ -98,6 +98,32 @@ def card_args(names: list[str], prompts: Path) -> list[str]:
     return [*args, *(f"+models.{name}={RUNS / name}" for name in names), f"hydra.run.dir={CARDS / '-'.join(names)}"]
 
 
+def run_and_score(commands: list[list[str]], names: list[str], title: str) -> tuple[Path, list[str]]:
+    """Run every pipeline command in RUNS (each resumes, and skips a complete stage), then one scorecard of the base
+    model, the band-aid, the SFT model and the models `names` (skipped when complete). Returns the scorecard's folder
+    and the head of a docs/benchmarks.md section: `title`, the command that ran this script, its time, every run."""
+    RUNS.mkdir(parents=True, exist_ok=True)
+    log = RUNS.parent / f"{Path(sys.argv[0]).stem.removeprefix('bench_')}.log"
+    start = time.perf_counter()
+    for command in commands:
+        quality.run(command, log)
+    prompts = quality.study_prompts()
+    card_folder = CARDS / "-".join(names)  # card_args' run folder
+    if not (card_folder / "metrics.json").exists():
+        quality.run(card_args(names, prompts), log)
+    minutes = (time.perf_counter() - start) / 60
+    return card_folder, [
+        f"## {title} ({datetime.date.today().isoformat()})",
+        "",
+        f"Command: `python scripts/{Path(sys.argv[0]).name} {' '.join(sys.argv[1:])}`.".replace(" `.", "`."),
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores; this run took {minutes:.0f} min (stages it found "
+        "complete are skipped, not timed). The runs, in order:",
+        "",
+        *(f"    python {' '.join(c)}" for c in [*commands, card_args(names, prompts)]),
+        "",
+    ]
+
+
 def rows(card: dict, ppo: dict[str, dict], coefs: dict[str, float]) -> list[str]:
     """The table: one row per arm of the scorecard; the PPO rows with their coefficient and their validation figures."""
     lines = []
@@ -174,29 +200,12 @@ def main() -> None:
     coefs = variants(args.kl_coefs or [default, 0.2], default)
     own = reward_variants(args.reward_drop_refusals, args.mix_with)
     coefs |= {name: default for name in own}
-    RUNS.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
     commands = [pipeline_args(name, coef, default, own.get(name)) for name, coef in coefs.items()]
-    for command in commands:
-        quality.run(command, RUNS.parent / "ppo_kl.log")
-    prompts = quality.study_prompts()
-    card_folder = CARDS / "-".join(coefs)  # card_args' run folder
-    if not (card_folder / "metrics.json").exists():
-        quality.run(card_args(list(coefs), prompts), RUNS.parent / "ppo_kl.log")
-    minutes = (time.perf_counter() - start) / 60
+    card_folder, lines = run_and_score(commands, list(coefs), "PPO's KL coefficient against the alignment tax")
     card = quality.card_of(card_folder)
     ppo = {name: quality.study_figures(RUNS / name, "ppo") for name in coefs}
     counts = json.loads((card_folder / "scorecard.json").read_text()).get("counts", {})
-    commands.append(card_args(list(coefs), prompts))
-    lines = [
-        f"## PPO's KL coefficient against the alignment tax ({datetime.date.today().isoformat()})",
-        "",
-        f"Command: `python scripts/bench_ppo_kl.py {' '.join(sys.argv[1:])}`.".replace(" `.", "`."),
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores; this run took {minutes:.0f} min (stages it found "
-        "complete are skipped, not timed). The runs, in order:",
-        "",
-        *(f"    python {' '.join(c)}" for c in commands),
-        "",
+    lines += [
         f"The {EXPERIMENT} experiment on the study's training pairs (the train part's, never the held-out part's), "
         "from one SFT model and one reward model; validation reward: the reward model's mean score on the run's own "
         "validation prompts before the first PPO update and after the last, KL to the SFT model per answer. Scorecard: "
