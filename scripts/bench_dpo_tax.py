@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_quality as quality  # noqa: E402
 from bench_common import append_section  # noqa: E402
-from bench_ppo_kl import RUNS, TAX, run_and_score  # noqa: E402
+from bench_ppo_kl import RUNS, TAX, card_sentence, run_and_score  # noqa: E402
 
 EXPERIMENT = "hh_dpo_smollm2"
 
@@ -131,14 +131,11 @@ def main() -> None:
     card = quality.card_of(card_folder)
     dpo = {name: figures(RUNS / name) for name in runs}
     pairs = next(iter(dpo.values()))["eval_pairs"]
-    counts = (quality.load_json(card_folder / "scorecard.json") or {}).get("counts", {})
     lines += [
         f"The {EXPERIMENT} experiment on the study's training pairs (the train part's, never the held-out part's), "
         "from one SFT model; validation accuracy: DPO's implicit reward against the SFT model on the run's own "
         f"validation pairs, HH's, the same {pairs} for every row (+-{quality.half_width(pairs or 1):.2f}, 95%). "
-        f"Scorecard: {counts.get('safe')} safe and {counts.get('unsafe')} unsafe XSTest prompts the held-out report "
-        f"does not use (a rate of the safe ones carries about +-{quality.half_width(counts.get('safe') or 1):.2f}), "
-        f"refusals by the {quality.detector().name} detector, greedy answers of up to 32 tokens.",
+        + card_sentence(card_folder),
         "",
         "| arm | learning rate | mixed in | validation accuracy | over-refusal (points above base) | unsafe compliance "
         "| tokens |",

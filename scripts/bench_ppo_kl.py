@@ -124,6 +124,16 @@ def run_and_score(commands: list[list[str]], names: list[str], title: str) -> tu
     ]
 
 
+def card_sentence(card_folder: Path) -> str:
+    """What the scorecard in `card_folder` counted, and how."""
+    counts = (quality.load_json(card_folder / "scorecard.json") or {}).get("counts", {})
+    return (
+        f"Scorecard: {counts.get('safe')} safe and {counts.get('unsafe')} unsafe XSTest prompts the held-out report "
+        f"does not use (a rate of the safe ones carries about +-{quality.half_width(counts.get('safe') or 1):.2f}, "
+        f"95%), refusals by the {quality.detector().name} detector, greedy answers of up to 32 tokens."
+    )
+
+
 def rows(card: dict, ppo: dict[str, dict], coefs: dict[str, float]) -> list[str]:
     """The table: one row per arm of the scorecard; the PPO rows with their coefficient and their validation figures."""
     lines = []
@@ -204,14 +214,11 @@ def main() -> None:
     card_folder, lines = run_and_score(commands, list(coefs), "PPO's KL coefficient against the alignment tax")
     card = quality.card_of(card_folder)
     ppo = {name: quality.study_figures(RUNS / name, "ppo") for name in coefs}
-    counts = json.loads((card_folder / "scorecard.json").read_text()).get("counts", {})
     lines += [
         f"The {EXPERIMENT} experiment on the study's training pairs (the train part's, never the held-out part's), "
         "from one SFT model and one reward model; validation reward: the reward model's mean score on the run's own "
-        "validation prompts before the first PPO update and after the last, KL to the SFT model per answer. Scorecard: "
-        f"{counts.get('safe')} safe and {counts.get('unsafe')} unsafe XSTest prompts the held-out report does not "
-        f"use (a rate of the safe ones carries about +-{quality.half_width(counts.get('safe') or 1):.2f}, 95%), "
-        f"refusals by the {quality.detector().name} detector, greedy answers of up to 32 tokens.",
+        "validation prompts before the first PPO update and after the last, KL to the SFT model per answer. "
+        + card_sentence(card_folder),
         "",
         "| arm | kl_coef | validation reward | KL | over-refusal (points above base) | unsafe compliance | tokens |",
         "|---|---|---|---|---|---|---|",
