@@ -133,3 +133,32 @@ def test_the_reward_line_says_what_was_mixed_in(bench, tmp_path):
         "- reward_mix: trained with the 200 pairs of demo added, it ranks 0.703 of the validation pairs right "
         "(the shared reward model: 0.734)."
     )
+
+
+def test_run_and_score_runs_every_command_then_one_scorecard_and_heads_the_section_with_them(
+    bench, monkeypatch, tmp_path
+):
+    ran = []
+    monkeypatch.setattr(bench.quality, "run", lambda args, log: ran.append((args, log.name)))
+    monkeypatch.setattr(bench.quality, "study_prompts", lambda: Path("xstest_study.csv"))
+    monkeypatch.setattr(bench, "CARDS", tmp_path)
+    monkeypatch.setattr(bench, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(bench.sys, "argv", ["scripts/bench_ppo_kl.py", "--kl-coefs", "0.05"])
+    commands = [["recipes/pipeline.py", "a"], ["recipes/pipeline.py", "b"]]
+    folder, lines = bench.run_and_score(commands, ["ppo", "ppo_mix"], "A title")
+    assert folder == tmp_path / "ppo-ppo_mix"
+    assert [args for args, _ in ran[:2]] == commands and ran[2][0][0] == "recipes/eval.py"
+    assert {log for _, log in ran} == {"ppo_kl.log"}  # beside the run folder, named after the script
+    assert (
+        lines[0].startswith("## A title (") and lines[2] == "Command: `python scripts/bench_ppo_kl.py --kl-coefs 0.05`."
+    )
+    assert lines[5:8] == [
+        "    python recipes/pipeline.py a",
+        "    python recipes/pipeline.py b",
+        "    python " + " ".join(ran[2][0]),
+    ]
+    (folder).mkdir()
+    (folder / "metrics.json").write_text("{}")  # a complete scorecard is not run again
+    ran.clear()
+    bench.run_and_score(commands, ["ppo", "ppo_mix"], "A title")
+    assert [args for args, _ in ran] == commands
