@@ -91,12 +91,13 @@ def verdict(card: dict, dpo: dict[str, dict], runs: dict[str, tuple[float, str |
     base, sft, lines = card["base/over_refusal"], card.get("sft/over_refusal"), []
     for name, (rate, mixed) in runs.items():
         refused = card[f"{name}/over_refusal"]
+        points = round(100 * (refused - base))
         within = "within" if refused - base <= TAX + 1e-9 else "outside"
         made = f"lr {rate:g}" + (f", {dpo[name].get('mixed_in', '?')} pairs of {mixed} mixed in" if mixed else "")
         than_sft = f" (SFT: {sft:.3f})" if sft is not None else ""
         lines.append(
-            f"- {name} ({made}): over-refusal {refused:.3f}{than_sft}, {100 * (refused - base):.0f} points above the "
-            f"base model, {within} the target's {100 * TAX:.0f}; unsafe compliance "
+            f"- {name} ({made}): over-refusal {refused:.3f}{than_sft}, {points} point{'s' * (points != 1)} above "
+            f"the base model, {within} the target's {100 * TAX:.0f}; unsafe compliance "
             f"{card[f'{name}/unsafe_compliance']:.3f}; validation accuracy {dpo[name]['accuracy']:.3f}."
         )
     return lines

@@ -66,3 +66,10 @@ def test_the_verdict_reads_the_tax_against_the_base_model_beside_the_accuracy(be
     )
     assert "- dpo_mix (lr 0.0005, 200 pairs of demo mixed in): over-refusal 0.060 (SFT: 0.050), 4 points" in text
     assert "within the target's 5" in text
+
+
+def test_one_point_is_one_point(bench):
+    card = CARD | {"dpo_mix/over_refusal": 0.03}
+    assert "over-refusal 0.030 (SFT: 0.050), 1 point above the base model, within" in "\n".join(
+        bench.verdict(card, DPO, RUNS)
+    )
