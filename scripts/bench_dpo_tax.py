@@ -30,17 +30,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_quality as quality  # noqa: E402
 from bench_common import append_section  # noqa: E402
-from bench_ppo_kl import RUNS, TAX, card_sentence, run_and_score  # noqa: E402
+from bench_ppo_kl import RUNS, TAX, card_sentence, composed_setting, run_and_score  # noqa: E402
 
 EXPERIMENT = "hh_dpo_smollm2"
 
 
 def experiment_learning_rate() -> float:
-    """The learning rate the experiment's DPO stage trains with (its config composed as the pipeline composes it)."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(str(quality.REPO / "conf"), version_base="1.3"):
-        return float(compose("pipeline", overrides=[f"+experiment={EXPERIMENT}"]).dpo.trainer.learning_rate)
+    """The learning rate the experiment's DPO stage trains with."""
+    return float(composed_setting(EXPERIMENT, "dpo.trainer.learning_rate"))
 
 
 def variants(rates: list[float], default: float, mix_with: str | None) -> dict[str, tuple[float, str | None]]:

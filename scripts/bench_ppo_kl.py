@@ -53,12 +53,18 @@ NO_REFUSALS_REWARD, NO_REFUSALS_PPO = "reward_norefusals", "ppo_norefusals"
 MIX_REWARD, MIX_PPO = "reward_mix", "ppo_mix"
 
 
-def experiment_kl_coef() -> float:
-    """The KL coefficient the experiment trains with (its config composed as the pipeline composes it)."""
+def composed_setting(experiment: str, key: str):
+    """One setting of `experiment` as the pipeline runs it: its config composed, defaults included."""
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
     with initialize_config_dir(str(quality.REPO / "conf"), version_base="1.3"):
-        return float(compose("pipeline", overrides=[f"+experiment={EXPERIMENT}"]).ppo.trainer.kl_coef)
+        return OmegaConf.select(compose("pipeline", overrides=[f"+experiment={experiment}"]), key)
+
+
+def experiment_kl_coef() -> float:
+    """The KL coefficient the experiment trains with."""
+    return float(composed_setting(EXPERIMENT, "ppo.trainer.kl_coef"))
 
 
 def variants(coefs: list[float], default: float) -> dict[str, float]:
