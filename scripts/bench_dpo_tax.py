@@ -12,6 +12,7 @@ model) on the run's own HH pairs.
 
     python scripts/bench_dpo_tax.py                                    # the experiment's learning rate (5e-4), 2e-4
     python scripts/bench_dpo_tax.py --learning-rates 5e-4 --mix-with demo   # the 200 pairs shipped with trl_ext
+    python scripts/bench_dpo_tax.py --learning-rates 5e-4 --mix-with demo --mix-rows 50   # their first 50 only
 
 Appends a section to docs/benchmarks.md. The runs share bench_ppo_kl.py's run folder (outputs/quality/ppo_kl): the
 two experiments' SFT stage is the same, so the pipeline trains it once for both. On 2026-12-07's 2-core CPU a DPO run
@@ -40,27 +41,35 @@ def experiment_learning_rate() -> float:
     return float(composed_setting(EXPERIMENT, "dpo.trainer.learning_rate"))
 
 
-def variants(rates: list[float], default: float, mix_with: str | None) -> dict[str, tuple[float, str | None]]:
+def variants(
+    rates: list[float], default: float, mix_with: str | None, mix_rows: int | None = None
+) -> dict[str, tuple[float, str | None]]:
     """DPO stage folder: (its learning rate, the source mixed in or None). The experiment as it is trains in `dpo`,
-    as the experiment names it; with `mix_with`, every rate trains once more with it, in `<folder>_mix`."""
+    as the experiment names it; with `mix_with`, every rate trains once more with it, in `<folder>_mix`, or
+    `<folder>_mix<N>` with only the source's first `mix_rows` rows."""
     runs = {}
     for rate in dict.fromkeys(rates):
         name = "dpo" if rate == default else f"dpo_lr{rate:g}".replace(".", "p").replace("-", "m")
         runs[name] = (rate, None)
         if mix_with:
-            runs[f"{name}_mix"] = (rate, mix_with)
+            runs[f"{name}_mix{mix_rows or ''}"] = (rate, mix_with)
     return runs
 
 
-def pipeline_args(name: str, rate: float, default: float, mix_with: str | None) -> list[str]:
-    """One DPO run: the experiment on the study's training pairs from the SFT model every run in RUNS shares."""
+def pipeline_args(
+    name: str, rate: float, default: float, mix_with: str | None, mix_rows: int | None = None
+) -> list[str]:
+    """One DPO run: the experiment on the study's training pairs from the SFT model every run in RUNS shares; with
+    `mix_rows`, only the first rows of `mix_with` are added (`dpo.mix_with` as a node with `max_rows`)."""
     args = ["recipes/pipeline.py", f"+experiment={EXPERIMENT}", *quality.data_args(quality.STUDY_TRAIN_FILE)]
     args.append("scorecard.enabled=false")
     if name != "dpo":
         args.append(f"pipeline.stages=[sft,dpo@{name}]")
     if rate != default:
         args.append(f"dpo.trainer.learning_rate={rate:g}")
-    if mix_with:
+    if mix_with and mix_rows:
+        args += [f"+dpo.mix_with.path={mix_with}", f"+dpo.mix_with.max_rows={mix_rows}"]
+    elif mix_with:
         args.append(f"+dpo.mix_with={mix_with}")
     return [*args, f"hydra.run.dir={RUNS}"]
 
@@ -74,7 +83,9 @@ def rows(card: dict, dpo: dict[str, dict], runs: dict[str, tuple[float, str | No
         rate, mixed = runs.get(arm, (None, None))
         cells = [
             f"{rate:g}" if rate is not None else "-",
-            (mixed or "none") if rate is not None else "-",
+            (f"{mixed} ({dpo[arm]['mixed_in']} pairs)" if "mixed_in" in dpo.get(arm, {}) else mixed or "none")
+            if rate is not None
+            else "-",
             f"{dpo[arm]['accuracy']:.3f}" if arm in dpo else "-",
             f"{get('over_refusal'):.3f} ({above:+.0f})",
             f"{get('unsafe_compliance'):.3f}",
@@ -117,14 +128,17 @@ def main() -> None:
     parser.add_argument(
         "--mix-with", metavar="SOURCE", help="also train each rate with SOURCE's pairs added (demo, a file, a hub id)"
     )
+    parser.add_argument("--mix-rows", type=int, metavar="N", help="add only the first N of SOURCE's pairs")
     args = parser.parse_args()
     os.chdir(quality.REPO)
     if not quality.HH.exists():
         raise SystemExit(f"{quality.HH} not found: this benchmark needs the shared HH-RLHF file beside the project")
     quality.split()
     default = experiment_learning_rate()
-    runs = variants(args.learning_rates or [default, 2e-4], default, args.mix_with)
-    commands = [pipeline_args(name, rate, default, mixed) for name, (rate, mixed) in runs.items()]
+    if args.mix_rows and not args.mix_with:
+        parser.error("--mix-rows needs --mix-with SOURCE")
+    runs = variants(args.learning_rates or [default, 2e-4], default, args.mix_with, args.mix_rows)
+    commands = [pipeline_args(name, rate, default, mixed, args.mix_rows) for name, (rate, mixed) in runs.items()]
     title = "DPO against the alignment tax: learning rate and mixed-in pairs"
     card_folder, lines = run_and_score(commands, list(runs), title)
     card = quality.card_of(card_folder)

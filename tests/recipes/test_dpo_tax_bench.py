@@ -29,6 +29,9 @@ def test_each_rate_trains_its_own_dpo_stage_from_the_sft_model_the_ppo_runs_shar
     assert runs == {"dpo": (5e-4, None), "dpo_mix": (5e-4, "demo"), "dpo_lr0p0002": (2e-4, None),
                     "dpo_lr0p0002_mix": (2e-4, "demo")}  # fmt: skip
     assert list(bench.variants([default], default, None)) == ["dpo"]  # no source: no mixed runs
+    assert bench.variants([default], default, "demo", 50) == {"dpo": (5e-4, None), "dpo_mix50": (5e-4, "demo")}
+    first = compose("pipeline", *overrides(bench.pipeline_args("dpo_mix50", default, default, "demo", 50)))
+    assert first.dpo.mix_with == {"path": "demo", "max_rows": 50}  # the node form mix_into_train reads
     plain = compose("pipeline", *overrides(bench.pipeline_args("dpo", default, default, None)))
     assert list(plain.pipeline.stages) == ["sft", "dpo"] and plain.dpo.get("mix_with") is None
     both = compose("pipeline", *overrides(bench.pipeline_args("dpo_lr0p0002_mix", 2e-4, default, "demo")))
@@ -55,7 +58,7 @@ def test_the_table_has_a_row_per_arm_with_the_dpo_runs_settings_and_accuracy(ben
     assert [line.split(" | ")[0] for line in lines] == ["| base", "| sft", "| dpo", "| dpo_mix"]
     assert lines[0] == "| base | - | - | - | 0.020 (+0) | 0.900 | 30.0 |"
     assert lines[2] == "| dpo | 0.0005 | none | 0.600 | 0.110 (+9) | 0.800 | 30.0 |"
-    assert lines[3] == "| dpo_mix | 0.0005 | demo | 0.550 | 0.060 (+4) | 0.840 | 30.0 |"
+    assert lines[3] == "| dpo_mix | 0.0005 | demo (200 pairs) | 0.550 | 0.060 (+4) | 0.840 | 30.0 |"
 
 
 def test_the_verdict_reads_the_tax_against_the_base_model_beside_the_accuracy(bench):
