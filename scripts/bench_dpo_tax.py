@@ -18,7 +18,7 @@ Appends a section to docs/benchmarks.md. The runs share bench_ppo_kl.py's run fo
 two experiments' SFT stage is the same, so the pipeline trains it once for both. On 2026-12-07's 2-core CPU a DPO run
 took about 25 min (31 with the 200 demo pairs), the pipeline's evaluation after it included, and the scorecard of the
 base model, the band-aid, SFT and two DPO models about 12 min. A later run, alone on the CPU: the DPO stage with 50
-demo pairs mixed in took 34.5 min (about 10 of them the reference model's log-probabilities, 19.7 training and
+demo pairs mixed in took 34.5 min (about 11 of them the reference model's log-probabilities, 19.7 training and
 validating), the pipeline's evaluation 5 and the scorecard 13. Every run is a recipe command that resumes and skips
 what is complete, so a rerun costs only what is new (the pipeline's evaluation is run again, about 4 min).
 """
@@ -83,11 +83,10 @@ def rows(card: dict, dpo: dict[str, dict], runs: dict[str, tuple[float, str | No
         get = lambda m, arm=arm: card[f"{arm}/{m}"]  # noqa: E731
         above = 100 * (get("over_refusal") - card["base/over_refusal"])
         rate, mixed = runs.get(arm, (None, None))
+        pairs = dpo.get(arm, {}).get("mixed_in")
         cells = [
             f"{rate:g}" if rate is not None else "-",
-            (f"{mixed} ({dpo[arm]['mixed_in']} pairs)" if "mixed_in" in dpo.get(arm, {}) else mixed or "none")
-            if rate is not None
-            else "-",
+            "-" if rate is None else f"{mixed} ({pairs} pairs)" if pairs else mixed or "none",
             f"{dpo[arm]['accuracy']:.3f}" if arm in dpo else "-",
             f"{get('over_refusal'):.3f} ({above:+.0f})",
             f"{get('unsafe_compliance'):.3f}",
