@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-import transformers
+from bench_common import machine_line
 
 from trl_ext.models import load_policy, load_tokenizer, resolve_model_path
 from trl_ext.sampling import BestOfNSampler
@@ -72,8 +72,7 @@ def main() -> None:
         f"## Best-of-N generation throughput ({datetime.date.today()})\n\n"
         f"Command: `python scripts/bench_bon.py --prompts {args.prompts} --n {args.n} --new-tokens {args.new_tokens}`"
         f". SmolLM2-135M-Instruct (embedded), float32, {args.prompts} prompts x N={args.n} samples x "
-        f"{args.new_tokens} new tokens = {tokens} tokens per method, scoring excluded; torch {torch.__version__}, "
-        f"transformers {transformers.__version__}, {torch.get_num_threads()} threads.\n"
+        f"{args.new_tokens} new tokens = {tokens} tokens per method, scoring excluded.\n{machine_line()}\n"
     )
     overhead = times["BestOfNSampler.generate"] / base - 1
     speedup = times["naive loop (per prompt, per sample)"] / times["BestOfNSampler.generate"]

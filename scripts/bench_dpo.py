@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 import time
 
-from bench_common import REPO, append_section, matmul_peak_flops, peak_rss_gib, run_worker
+from bench_common import REPO, append_section, machine_line, matmul_peak_flops, peak_rss_gib, run_worker
 
 HH = REPO.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.shared.jsonl.gz"
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")  # conf/peft/lora.yaml
@@ -146,10 +145,6 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.pairs, args.batch, args.max_length)))
         return
 
-    import torch
-    import transformers
-    import trl
-
     peaks = {"float32": matmul_peak_flops("float32"), "bfloat16": matmul_peak_flops("bfloat16")}
     runs = {name: run_worker(__file__, name, *sizes) for name in args.runs.split(",")}
     _, source = load_pairs(args.pairs)
@@ -186,9 +181,7 @@ def main() -> None:
         f"{args.max_length}`. SmolLM2-135M-Instruct (embedded), the first {args.pairs} usable pairs of {source}, "
         f"{args.batch} pairs per step, one epoch ({args.pairs // args.batch} steps), {any_run['tokens']} real "
         "tokens. Each run is its own process.\n"
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} threads, measured matmul peak "
-        f"{peaks['float32'] / 1e9:.0f} GFLOP/s float32, {peaks['bfloat16'] / 1e9:.0f} GFLOP/s bfloat16; torch "
-        f"{torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}.\n"
+        f"{machine_line(peaks)}\n"
         f"Settings: bf16 autocast {any_run['bf16']}; gradient checkpointing TRL "
         f"{runs.get('trl_full', any_run)['gradient_checkpointing']}, ours "
         f"{runs.get('ours_full', any_run)['gradient_checkpointing']}.\n\n" + "\n".join(lines)

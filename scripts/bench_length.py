@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from bench_common import append_section, machine_line
 
 from trl_ext.data import load_preferences
 from trl_ext.eval import generate_batched, reward_scores
@@ -94,7 +95,7 @@ def main() -> None:
         f"skipped), split 90/10 with seed 42: {len(train)} training pairs, {len(held_out)} held-out pairs. Reward "
         "model: recipes/reward.py on SmolLM2-135M-Instruct (LoRA, one epoch). DPO: recipes/dpo.py from "
         f"SmolLM2-135M-Instruct, {args.dpo_steps} steps of 8 pairs; greedy answers (up to 128 tokens) to "
-        f"{len(gen_prompts)} held-out prompts.\n"
+        f"{len(gen_prompts)} held-out prompts.\n{machine_line()}\n"
     )
     table1 = ["| score | Pearson with length | Spearman with length | held-out accuracy |", "|---|---|---|---|"]
     table1 += [
@@ -104,10 +105,7 @@ def main() -> None:
     table2 = ["| policy | mean generated length (tokens) | vs base |", "|---|---|---|"]
     first = next(iter(gen_lengths.values()))
     table2 += [f"| {n} | {v:.1f} | {v - first:+.1f} |" for n, v in gen_lengths.items()]
-    text = header + "\n" + "\n".join(table1) + "\n\n" + "\n".join(table2) + "\n"
-    print(text)
-    with open(REPO / "docs" / "benchmarks.md", "a") as f:
-        f.write("\n" + text)
+    append_section(header + "\n" + "\n".join(table1) + "\n\n" + "\n".join(table2))
 
 
 if __name__ == "__main__":

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import datetime
 import json
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-import transformers
-import trl
+from bench_common import machine_line
 
 from trl_ext.stages.evaluation import log_history
 
@@ -75,9 +72,7 @@ def main(overrides: list[str]) -> None:
         f"Command: `python scripts/bench_main_job.py {' '.join(overrides)}`: it runs "
         f"`python {' '.join(pipeline_cmd[: 1 + len(overrides)])}`, then "
         f"`python {' '.join(dpo_cmd[: 1 + len(overrides)])} model=pretrained model.path=<its sft>`.\n"
-        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"cuda={torch.cuda.is_available()}; torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"trl {trl.__version__}.\n"
+        f"{machine_line()}\n"
     )
     print(header + "\n" + table)
     with open(REPO / "docs" / "benchmarks.md", "a") as f:

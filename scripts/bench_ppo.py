@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench_common import REPO, append_section, peak_rss_gib, run_worker
+from bench_common import REPO, append_section, machine_line, peak_rss_gib, run_worker
 
 UPSTREAM_VENV = REPO / ".bench" / "trl112"
 SETTINGS = dict(batch=4, response_length=32, ppo_epochs=1, lr=1e-6, seed=0)
@@ -218,10 +217,6 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    import torch
-    import transformers
-    import trl
-
     from trl_ext.models import embedded_model_dir
 
     model_dir = str(embedded_model_dir())
@@ -256,10 +251,10 @@ def main() -> None:
         f"Command: `python scripts/bench_ppo.py --updates {args.updates}`. SmolLM2-135M-Instruct (embedded), "
         f"{SETTINGS['batch']} prompts per PPO update, {SETTINGS['response_length']} response tokens, 1 PPO epoch, "
         "float32, reward and value models from the same base; DPO: 2 pairs (4 sequences) per step, TRL's defaults "
-        "(bf16 autocast on this CPU, gradient checkpointing) and ours (conf/dpo.yaml: LeanDPOTrainer, reference "
-        "log-probs precomputed, the LoRA base held in bf16). Each run is its own process; peak RSS is that process's.\n"
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}, transformers "
-        f"{transformers.__version__}, trl {trl.__version__} (upstream PPO: trl 1.12.0 in .bench/trl112).\n"
+        "(bf16 autocast where the CPU has native bf16, gradient checkpointing) and ours (conf/dpo.yaml: "
+        "LeanDPOTrainer, reference log-probs precomputed, the LoRA base held in bf16 where autocast is on). Each run "
+        "is its own process; peak RSS is that process's.\n"
+        f"{machine_line()} Upstream PPO: trl 1.12.0 in .bench/trl112.\n"
         f"Mean response length (ours): {statistics.mean(ours.get('response_length', [0])):.1f} tokens.\n"
     )
     append_section(header + "\n" + table)

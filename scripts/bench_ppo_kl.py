@@ -29,14 +29,13 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_quality as quality  # noqa: E402
-from bench_common import append_section  # noqa: E402
+from bench_common import append_section, machine_line  # noqa: E402
 
 from trl_ext.eval.refusal import DETECTORS  # noqa: E402
 
@@ -122,7 +121,7 @@ def run_and_score(commands: list[list[str]], names: list[str], title: str) -> tu
         f"## {title} ({datetime.date.today().isoformat()})",
         "",
         f"Command: `python scripts/{Path(sys.argv[0]).name} {' '.join(sys.argv[1:])}`.".replace(" `.", "`."),
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores; this run took {minutes:.0f} min (stages it found "
+        f"{machine_line()} This run took {minutes:.0f} min (stages it found "
         "complete are skipped, not timed). The runs, in order:",
         "",
         *(f"    python {' '.join(c)}" for c in [*commands, card_args(names, prompts)]),

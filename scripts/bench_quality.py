@@ -31,7 +31,6 @@ import datetime
 import functools
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -954,9 +953,7 @@ def detector_line(labeled_by: dict) -> str:
 
 
 def write_results(study_rows: list[dict] | None, timings: dict) -> None:
-    import torch
-    import transformers
-    import trl
+    from bench_common import machine_line
 
     metrics = json.loads((WORK / "heldout" / "metrics.json").read_text())
     against_sft = (load_json(WORK / "heldout_dpo" / "metrics.json") or {}).get("models", {})  # DPO models vs SFT
@@ -977,9 +974,8 @@ def write_results(study_rows: list[dict] | None, timings: dict) -> None:
     lines = [
         "# Results on real data: HH-RLHF harmless-base",
         "",
-        f"Written by `python scripts/bench_quality.py` on {datetime.date.today()}; {platform.machine()}, "
-        f"{torch.get_num_threads()} threads, cuda={torch.cuda.is_available()}; torch {torch.__version__}, "
-        f"transformers {transformers.__version__}, trl {trl.__version__}. Model: the embedded SmolLM2-135M-Instruct.",
+        f"Written by `python scripts/bench_quality.py` on {datetime.date.today()}. {machine_line()} Model: the "
+        "embedded SmolLM2-135M-Instruct.",
         "",
         f"Data: `{HH.relative_to(REPO.parent)}` split once (seed {SPLIT_SEED}) into a train part (80%, "
         f"{n_train} pairs) and a held-out part (20%, {metrics['n_pairs']} "

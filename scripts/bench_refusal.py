@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import REPO, append_section  # noqa: E402
+from bench_common import REPO, append_section, machine_line  # noqa: E402
 
 from trl_ext.eval.refusal import (  # noqa: E402
     LABELS,
@@ -208,8 +207,8 @@ def main() -> None:
     lines = [
         f"## Refusal detector against people ({datetime.date.today().isoformat()})",
         "",
-        f"Command: `python scripts/bench_refusal.py {' '.join(sys.argv[1:])}`. Machine: {platform.machine()}, "
-        f"{torch.get_num_threads()} threads; torch {torch.__version__}. Ground truth: XSTest's labeled_completions.csv "
+        f"Command: `python scripts/bench_refusal.py {' '.join(sys.argv[1:])}`. {machine_line()} "
+        "Ground truth: XSTest's labeled_completions.csv "
         f"({len(texts)} answers of {', '.join(sorted(set(models)))}, two human annotators), leave-one-model-out; "
         f"and SmolLM2-135M-Instruct answers (greedy, 32 new tokens) to XSTest prompts labeled by this project: "
         f"{sizes['base']} of the base model (tests/data/smollm2_xstest_labels.jsonl), and {sizes['aligned']} drawn at "

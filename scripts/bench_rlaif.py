@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import torch
-import transformers
+from bench_common import machine_line
 
 from trl_ext.data import load_preferences
 from trl_ext.models import load_policy, load_tokenizer, resolve_model_path
@@ -359,8 +359,7 @@ def main() -> None:
 
     command = "python scripts/bench_rlaif.py" + "".join(f" {a}" for a in sys.argv[1:])
     machine = (
-        f"Machine: {os.uname().machine}, {torch.get_num_threads()} threads, cuda={torch.cuda.is_available()}; "
-        f"torch {torch.__version__}, transformers {transformers.__version__}; load average {load_start:.1f} at the "
+        f"{machine_line()} Load average {load_start:.1f} at the "
         f"start, {os.getloadavg()[0]:.1f} at the end (a shared machine: absolute speeds move with it, ratios less); "
         f"the whole script took {(time.perf_counter() - wall_start) / 60:.1f} min."
     )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import append_section  # noqa: E402
+from bench_common import append_section, machine_line  # noqa: E402
 
 from trl_ext.data import load_preferences  # noqa: E402
 from trl_ext.eval import reward_scores  # noqa: E402
@@ -70,8 +69,8 @@ def main() -> None:
     lines = [
         f"## Reward-model ensemble ({datetime.date.today().isoformat()})",
         "",
-        f"Command: `python scripts/bench_rm_ensemble.py {' '.join(sys.argv[1:])}`. Machine: {platform.machine()}, "
-        f"{torch.get_num_threads()} threads; torch {torch.__version__}. {n} pairs (an accuracy carries about "
+        f"Command: `python scripts/bench_rm_ensemble.py {' '.join(sys.argv[1:])}`. {machine_line()} "
+        f"{n} pairs (an accuracy carries about "
         f"+-{half:.3f}, 95%), each answer cut to {args.max_length} tokens with its prompt from the left; scoring took "
         f"{seconds / 60:.1f} min.",
         "",

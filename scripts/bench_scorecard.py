@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
-import transformers
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import REPO, append_section  # noqa: E402
+from bench_common import REPO, append_section, machine_line  # noqa: E402
 
 from trl_ext.chat import encode_prompts, prompt_messages  # noqa: E402
 from trl_ext.data import load_preferences  # noqa: E402
@@ -96,8 +94,7 @@ def speed(model, tokenizer, prompts, args) -> list[str]:
         f"## Scorecard generation speed ({datetime.date.today().isoformat()})",
         "",
         f"Command: `python scripts/bench_scorecard.py {' '.join(sys.argv[1:])}`. SmolLM2-135M-Instruct (embedded), "
-        f"float32, {len(prompts)} XSTest prompts, greedy, up to {args.new_tokens} new tokens; {platform.machine()}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}, transformers {transformers.__version__}.",
+        f"float32, {len(prompts)} XSTest prompts, greedy, up to {args.new_tokens} new tokens. {machine_line()}",
         "",
         "| method | seconds | generated tokens | tokens per second | speed-up |",
         "|---|---|---|---|---|",

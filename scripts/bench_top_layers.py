@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench_common import REPO, append_section
+from bench_common import REPO, append_section, machine_line
 
 HH = REPO.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.shared.jsonl.gz"
 RECIPES = ("sft", "reward", "dpo")
@@ -56,9 +55,6 @@ def main() -> None:
                     kept = best.get((recipe, name))
                     best[recipe, name] = run if kept is None or run["step_s"] < kept["step_s"] else kept
                     print(recipe, name, run, flush=True)
-    import torch
-    import transformers
-    import trl
 
     top = list(settings)[1]
     lines = [
@@ -66,8 +62,7 @@ def main() -> None:
         "",
         f"`python scripts/bench_top_layers.py --steps {args.steps} --top {args.top} --repeats {args.repeats}`: "
         f"SmolLM2-135M, HH-RLHF harmless-base pairs, batch {args.batch}, max_length 256, best of {args.repeats} "
-        f"interleaved runs; {platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}, "
-        f"transformers {transformers.__version__}, trl {trl.__version__}.",
+        f"interleaved runs. {machine_line()}",
         "",
         "| recipe | setting | seconds per step | peak memory | speed-up |",
         "|---|---|---|---|---|",

@@ -1,12 +1,15 @@
 """Model sources, the tiny model, pad tokens, reward heads, precision choice, and clear loading errors."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_ext.models import ensure_pad_token, load_reward_model, load_tokenizer, model_path, resolve_model_path
 from trl_ext.models.loading import embedded_model_dir
-from trl_ext.utils.device import fill_precision
+from trl_ext.utils import device
+from trl_ext.utils.device import describe_machine, fill_precision
 
 
 def test_tiny_model_is_cached_and_loadable(tiny_path):
@@ -70,6 +73,32 @@ def test_fill_precision_respects_user_choices():
     assert chosen["use_cpu"] == (not torch.cuda.is_available())
     assert isinstance(chosen["bf16"], bool)
     assert fill_precision({"use_cpu": True, "bf16": False}) == {"use_cpu": True, "bf16": False}
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_precision_is_named_and_float32_is_explained(monkeypatch, caplog, native):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(device, "cpu_supports_bf16", lambda: native)
+    monkeypatch.setattr(device, "cpu_name", lambda: "Test CPU 9000")
+    device._say_cpu_precision.cache_clear()
+    line = describe_machine()
+    assert line.startswith(f"Test CPU 9000, {torch.get_num_threads()} threads, native bf16: ")
+    assert line.endswith("yes (bf16 autocast)" if native else "no (float32)")
+    with caplog.at_level("INFO", logger="trl_ext.utils.device"):
+        assert fill_precision({"use_cpu": None, "bf16": None}) == {"use_cpu": True, "bf16": native}
+        fill_precision({"use_cpu": None, "bf16": None})  # said once per process, not at every config
+    said = [r.getMessage() for r in caplog.records if "no native bf16" in r.getMessage()]
+    assert len(said) == (0 if native else 1) and all("Test CPU 9000" in m and "trainer.bf16=true" in m for m in said)
+
+
+def test_cpu_name_reads_the_model_name():
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo: the name comes from platform")
+    names = [
+        line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+    ]
+    assert device.cpu_name() == (names[0] if names else device.platform.processor() or device.platform.machine())
 
 
 def test_package_exports_and_wheel_contents(tmp_path):

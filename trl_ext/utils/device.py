@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import functools
+import logging
+import platform
 from typing import Any
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -17,6 +21,42 @@ def cpu_supports_bf16() -> bool:
     except OSError:  # not Linux: autocast still works, but we do not know that it helps
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), or what `platform` knows where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_machine() -> str:
+    """What sets a run's speed, in one line: the GPU or the CPU, threads, and the precision the recipes pick there.
+
+    A CPU without native bf16 trains in float32: the same recipe then takes several times as long as on one with
+    AMX (docs/benchmarks.md measures both), so every timing should be read beside this line.
+    """
+    if torch.cuda.is_available():
+        gpus = torch.cuda.device_count()
+        bf16 = "bf16" if torch.cuda.is_bf16_supported() else "float32/fp16"
+        return f"{torch.cuda.get_device_name(0)} x{gpus}, {bf16}; CPU {cpu_name()}"
+    precision = "yes (bf16 autocast)" if cpu_supports_bf16() else "no (float32)"
+    return f"{cpu_name()}, {torch.get_num_threads()} threads, native bf16: {precision}"
+
+
+@functools.cache
+def _say_cpu_precision(bf16: bool) -> None:
+    if not bf16:
+        logger.info(
+            "This CPU (%s) has no native bf16 (AVX512-BF16 or AMX): training in float32, several times slower than on "
+            "one that has it. Set trainer.bf16=true to force autocast.",
+            cpu_name(),
+        )
 
 
 def model_dtype() -> torch.dtype:
@@ -38,6 +78,7 @@ def fill_precision(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
     if kwargs.get("bf16") is None and not kwargs.get("fp16"):
         if kwargs["use_cpu"]:
             kwargs["bf16"] = cpu_supports_bf16()
+            _say_cpu_precision(kwargs["bf16"])
         else:
             kwargs["bf16"] = torch.cuda.is_bf16_supported()
     return kwargs
