@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_common import machine_line
+from bench_common import append_section, machine_line
 
 from trl_ext.models import load_policy, load_tokenizer, resolve_model_path
 from trl_ext.sampling import BestOfNSampler
@@ -79,9 +79,7 @@ def main() -> None:
     summary = (
         f"\nSampler overhead over plain generate: {overhead:+.1%}; sampler vs naive loop: {speedup:.1f}x faster.\n"
     )
-    print(header + "\n" + "\n".join(lines) + summary)
-    with open(REPO / "docs" / "benchmarks.md", "a") as f:
-        f.write("\n" + header + "\n" + "\n".join(lines) + "\n" + summary)
+    append_section(header + "\n" + "\n".join(lines) + "\n" + summary)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import machine_line
+from bench_common import append_section, machine_line
 
 from trl_ext.stages.evaluation import log_history
 
@@ -74,9 +74,7 @@ def main(overrides: list[str]) -> None:
         f"`python {' '.join(dpo_cmd[: 1 + len(overrides)])} model=pretrained model.path=<its sft>`.\n"
         f"{machine_line()}\n"
     )
-    print(header + "\n" + table)
-    with open(REPO / "docs" / "benchmarks.md", "a") as f:
-        f.write("\n" + header + "\n" + table + "\n")
+    append_section(header + "\n" + table)
 
 
 if __name__ == "__main__":
