@@ -14,13 +14,13 @@ model) on the run's own HH pairs.
     python scripts/bench_dpo_tax.py --learning-rates 5e-4 --mix-with demo   # the 200 pairs shipped with trl_ext
     python scripts/bench_dpo_tax.py --learning-rates 5e-4 --mix-with demo --mix-rows 50   # their first 50 only
 
-Appends a section to docs/benchmarks.md. The runs share bench_ppo_kl.py's run folder (outputs/quality/ppo_kl): the
-two experiments' SFT stage is the same, so the pipeline trains it once for both. On 2026-12-07's 2-core CPU a DPO run
-took about 25 min (31 with the 200 demo pairs), the pipeline's evaluation after it included, and the scorecard of the
-base model, the band-aid, SFT and two DPO models about 12 min. A later run, alone on the CPU: the DPO stage with 50
+Appends a section to docs/benchmarks.md. The runs share bench_ppo_kl.py's run folder (outputs/quality/ppo_kl): the two
+experiments' SFT stage is the same, so the pipeline trains it once for both. On 2026-12-07's 2-core CPU (float32) a DPO
+run took about 25 min (31 with the 200 demo pairs), the pipeline's evaluation after it included, and the scorecard of
+the base model, the band-aid, SFT and two DPO models about 12 min. A later run, alone on the CPU: the DPO stage with 50
 demo pairs mixed in took 34.5 min (about 11 of them the reference model's log-probabilities, 19.7 training and
-validating), the pipeline's evaluation 5 and the scorecard 13. Every run is a recipe command that resumes and skips
-what is complete, so a rerun costs only what is new (the pipeline's evaluation is run again, about 4 min).
+validating), the pipeline's evaluation 5 and the scorecard 13. Every run is a recipe command that resumes and skips what
+is complete, so a rerun costs only what is new (the pipeline's evaluation is run again, about 4 min).
 """
 
 from __future__ import annotations
