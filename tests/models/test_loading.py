@@ -80,7 +80,7 @@ def test_cpu_precision_is_named_and_float32_is_explained(monkeypatch, caplog, na
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(device, "cpu_supports_bf16", lambda: native)
     monkeypatch.setattr(device, "cpu_name", lambda: "Test CPU 9000")
-    device._say_cpu_precision.cache_clear()
+    device._say_float32_on_cpu.cache_clear()
     line = describe_machine()
     assert line.startswith(f"Test CPU 9000, {torch.get_num_threads()} threads, native bf16: ")
     assert line.endswith("yes (bf16 autocast)" if native else "no (float32)")

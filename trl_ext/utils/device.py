@@ -13,25 +13,27 @@ logger = logging.getLogger(__name__)
 
 
 @functools.cache
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast is faster."""
+def _cpuinfo() -> str:
+    """/proc/cpuinfo, read once; empty where there is none (not Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:  # not Linux: autocast still works, but we do not know that it helps
-        return False
+            return f.read()
+    except OSError:
+        return ""
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast is faster.
+    Without /proc/cpuinfo, False: autocast still works, but we do not know that it helps."""
+    flags = _cpuinfo()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def cpu_name() -> str:
     """The CPU's model name (/proc/cpuinfo), or what `platform` knows where there is none."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
@@ -50,13 +52,13 @@ def describe_machine() -> str:
 
 
 @functools.cache
-def _say_cpu_precision(bf16: bool) -> None:
-    if not bf16:
-        logger.info(
-            "This CPU (%s) has no native bf16 (AVX512-BF16 or AMX): training in float32 (bf16 autocast would be "
-            "slower still here); a CPU with it runs the same steps several times faster.",
-            cpu_name(),
-        )
+def _say_float32_on_cpu() -> None:
+    """Once per process: why a CPU run trains in float32, and what that costs."""
+    logger.info(
+        "This CPU (%s) has no native bf16 (AVX512-BF16 or AMX): training in float32 (bf16 autocast would be slower "
+        "still here); a CPU with it runs the same steps several times faster.",
+        cpu_name(),
+    )
 
 
 def model_dtype() -> torch.dtype:
@@ -78,7 +80,8 @@ def fill_precision(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
     if kwargs.get("bf16") is None and not kwargs.get("fp16"):
         if kwargs["use_cpu"]:
             kwargs["bf16"] = cpu_supports_bf16()
-            _say_cpu_precision(kwargs["bf16"])
+            if not kwargs["bf16"]:
+                _say_float32_on_cpu()
         else:
             kwargs["bf16"] = torch.cuda.is_bf16_supported()
     return kwargs
